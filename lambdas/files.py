@@ -1,0 +1,216 @@
+"""The λ file: safetensors only, written atomically, validated on load. This module owns the schema.
+
+A file holds one or more entries. Entry ``k`` stores two float64 tensors, ``"{k}.lambdas"`` (one λ per network
+evaluation) and ``"{k}.sigmas"`` (the exact σ grid it was fitted on), and its metadata as JSON in the safetensors
+header: ``{"format": "dode.lambdas", "format_version": "1", "dode_version": ..., "entries": "[{...}, ...]"}``.
+λ follows the paper's convention, D~ = D + λ (D − D_prev), and is valid only for the model, sampler, σ grid and CFG
+scale it was fitted on, so lookups compare all four and never return an entry that differs in any of them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .._version import __version__
+from ..samplers import SAMPLER_NAMES, check_sigmas, nfe
+
+FORMAT = "dode.lambdas"
+FORMAT_VERSION = 1
+SIGMA_RTOL = 1e-5  # grids that agree to float32 round-off are the same grid
+
+
+class LambdaFileError(ValueError):
+    """A λ file that is not a valid dode λ file."""
+
+
+class LambdaNotFound(LookupError):
+    """No λ entry matches the requested model, sampler, σ grid and CFG scale."""
+
+
+@dataclass
+class LambdaEntry:
+    """One λ vector with the exact σ grid, sampler, model identity and CFG scale it was fitted for."""
+    sampler: str
+    sigmas: torch.Tensor
+    lambdas: torch.Tensor
+    model: str = ""
+    cfg: float | None = None
+    teacher: str | None = None
+    scale: int | None = None
+    first_step: str = "none"
+    metrics: dict = field(default_factory=dict)
+    created: str = ""
+    dode_version: str = __version__
+
+    def __post_init__(self):
+        self.sigmas = torch.as_tensor(self.sigmas).detach().double().cpu().flatten()
+        self.lambdas = torch.as_tensor(self.lambdas).detach().double().cpu().flatten()
+        self.cfg = None if self.cfg is None else float(self.cfg)
+        self.created = self.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.validate()
+
+    @property
+    def steps(self):
+        return len(self.sigmas) - 1
+
+    def validate(self):
+        """Raises ValueError unless sampler, σ grid and λ length agree."""
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {self.sampler!r}; this dode knows {', '.join(SAMPLER_NAMES)}")
+        check_sigmas(self.sigmas)
+        expected = nfe(self.sampler, self.sigmas)
+        if len(self.lambdas) != expected:
+            raise ValueError(f"{self.sampler} on this {self.steps}-step grid needs {expected} λ values, "
+                             f"the entry has {len(self.lambdas)}")
+        if not torch.isfinite(self.lambdas).all():
+            raise ValueError("λ contains NaN or infinity")
+        if self.cfg is not None and not math.isfinite(self.cfg):
+            raise ValueError(f"cfg must be finite, got {self.cfg}")
+
+    def same_grid(self, sigmas):
+        """True if ``sigmas`` is this entry's σ grid (up to float32 round-off)."""
+        sigmas = torch.as_tensor(sigmas).detach().double().cpu().flatten()
+        return len(sigmas) == len(self.sigmas) and torch.allclose(sigmas, self.sigmas, rtol=SIGMA_RTOL, atol=1e-8)
+
+    def same_target(self, other):
+        """True if both entries are for the same model, sampler, σ grid and CFG scale (one replaces the other)."""
+        return (self.model, self.sampler, self.cfg) == (other.model, other.sampler, other.cfg) and \
+            self.same_grid(other.sigmas)
+
+    def describe(self):
+        cfg = "no cfg" if self.cfg is None else f"cfg {self.cfg:g}"
+        return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}, {cfg}, "
+                f"model {self.model or '(unset)'}")
+
+    def meta(self):
+        return {"sampler": self.sampler, "steps": self.steps, "model": self.model, "cfg": self.cfg,
+                "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
+                "metrics": self.metrics, "created": self.created, "dode_version": self.dode_version}
+
+
+def as_entries(fit_or_entries, **meta):
+    """A DistillResult, an entry or a list of them as a list of entries, with ``meta`` fields (model, cfg, ...) set."""
+    items = fit_or_entries if isinstance(fit_or_entries, (list, tuple)) else [fit_or_entries]
+    if not items:
+        raise ValueError("nothing to save: pass a DistillResult, a LambdaEntry or a non-empty list of them")
+    entries = []
+    for item in items:
+        if hasattr(item, "entry"):
+            entries.append(item.entry(**meta))
+        elif isinstance(item, LambdaEntry):
+            fields = {**item.__dict__, **meta}
+            entries.append(LambdaEntry(**fields))
+        else:
+            raise TypeError(f"cannot save {type(item).__name__}; pass a DistillResult or LambdaEntry")
+    return entries
+
+
+def save_lambdas(path, fit_or_entries, **meta):
+    """Writes entries to ``path`` as a λ file, atomically (temp file in the same folder, then os.replace)."""
+    entries = as_entries(fit_or_entries, **meta)
+    tensors = {}
+    for k, entry in enumerate(entries):
+        tensors[f"{k}.lambdas"] = entry.lambdas.contiguous()
+        tensors[f"{k}.sigmas"] = entry.sigmas.contiguous()
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dode_version": __version__,
+              "entries": json.dumps([e.meta() for e in entries])}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dode-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def read_header(path):
+    """The safetensors metadata and tensors of ``path``, or a LambdaFileError saying what is wrong."""
+    if not os.path.isfile(path):
+        raise LambdaFileError(f"{path}: no such λ file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LambdaFileError(f"{path}: not a readable safetensors file ({e}); λ files are written by "
+                              "dode.save_lambdas or the Distill λ node") from e
+
+
+def load_lambdas(path):
+    """Reads and validates a λ file; returns its entries."""
+    header, tensors = read_header(path)
+    if header.get("format") != FORMAT:
+        raise LambdaFileError(f"{path}: not a dode λ file (format {header.get('format')!r}, expected {FORMAT!r})")
+    version = header.get("format_version", "")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise LambdaFileError(f"{path}: λ file format version {version!r} is newer than this dode supports "
+                              f"({FORMAT_VERSION}); update dode")
+    try:
+        metas = json.loads(header["entries"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise LambdaFileError(f"{path}: the entry list in the header is missing or not JSON ({e})") from e
+    if not isinstance(metas, list) or not metas:
+        raise LambdaFileError(f"{path}: the file holds no λ entries")
+    return [parse_entry(path, k, meta, tensors) for k, meta in enumerate(metas)]
+
+
+def parse_entry(path, k, meta, tensors):
+    names = (f"{k}.lambdas", f"{k}.sigmas")
+    missing = [n for n in names if n not in tensors]
+    if missing or not isinstance(meta, dict):
+        raise LambdaFileError(f"{path}: entry {k} is incomplete (missing {', '.join(missing) or 'metadata'})")
+    fields = {key: meta.get(key) for key in ("model", "cfg", "teacher", "scale", "first_step", "metrics",
+                                             "created", "dode_version") if meta.get(key) is not None}
+    try:
+        entry = LambdaEntry(sampler=meta.get("sampler"), lambdas=tensors[names[0]], sigmas=tensors[names[1]], **fields)
+    except (TypeError, ValueError) as e:
+        raise LambdaFileError(f"{path}: entry {k} is invalid: {e}") from e
+    if meta.get("steps") not in (None, entry.steps):
+        raise LambdaFileError(f"{path}: entry {k} says {meta['steps']} steps but its σ grid has {entry.steps}")
+    return entry
+
+
+def find_lambdas(entries, sampler, sigmas, model=None, cfg=None, source="the λ entries"):
+    """The entry fitted for exactly this sampler, σ grid, model and CFG scale, else LambdaNotFound.
+
+    ``model=None`` accepts any model identity; ``cfg`` must equal the entry's (both None for an unguided fit)."""
+    cfg = None if cfg is None else float(cfg)
+    misses = []
+    for k, entry in enumerate(entries):
+        why = mismatch(entry, sampler, sigmas, model, cfg)
+        if why is None:
+            return entry
+        misses.append(f"entry {k} ({entry.describe()}): {why}")
+    want = (f"{sampler}, {len(sigmas) - 1} steps, σ {float(sigmas[0]):.4g}→{float(sigmas[-1]):.4g}, "
+            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" + ("" if model is None else f", model {model}"))
+    near = "; ".join(misses) if misses else "it is empty"
+    raise LambdaNotFound(f"no λ for {want} in {source}: {near}. λ is only valid for the exact model, sampler, σ grid "
+                         "and CFG scale it was fitted on; distill λ for this setting (dode.distill or the Distill λ "
+                         "node)")
+
+
+def mismatch(entry, sampler, sigmas, model, cfg):
+    """Why ``entry`` does not serve the request, or None if it does."""
+    if entry.sampler != sampler:
+        return f"sampler {entry.sampler}"
+    if model is not None and entry.model != model:
+        return f"another model ({entry.model or 'unset'})"
+    if len(sigmas) - 1 != entry.steps:
+        return f"{entry.steps} steps, not {len(sigmas) - 1}"
+    if not entry.same_grid(sigmas):
+        diff = (torch.as_tensor(sigmas).double().cpu() - entry.sigmas).abs().max().item()
+        return f"another σ grid (max |Δσ| {diff:.3g}: another scheduler, shift or denoise)"
+    if entry.cfg != cfg:
+        return f"cfg {entry.cfg}, not {cfg}"
+    return None
