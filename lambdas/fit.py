@@ -139,7 +139,8 @@ class DistillResult:
         """This fit as a λ-file entry for ``model`` (a host-supplied identity) and CFG scale ``cfg``."""
         metrics = {"rmse_stock": self.report.rmse_stock, "rmse_before": self.report.rmse_before,
                    "rmse_dode": self.report.rmse_after, "batch": int(self.samples.shape[0]),
-                   "fit_seconds": self.report.seconds, **extra}
+                   "fit_seconds": round(self.report.seconds, 3), **extra}
+        metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
         return LambdaEntry(sampler=self.sampler, sigmas=self.sigmas, lambdas=self.lambdas, model=model, cfg=cfg,
                            teacher=self.teacher, scale=self.scale, first_step=self.first_step, metrics=metrics)
 

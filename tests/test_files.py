@@ -1,0 +1,134 @@
+"""λ files: safetensors schema, atomic writes, validation on load, strict lookup, the store."""
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dode
+from dode.lambdas import LambdaEntry
+from dode.samplers import karras_sigmas
+
+
+def entry(sampler="euler", steps=5, model="model-a", cfg=7.0, **kw):
+    sigmas = karras_sigmas(steps)
+    return LambdaEntry(sampler=sampler, sigmas=sigmas, lambdas=torch.linspace(0, 1, dode.nfe(sampler, sigmas)),
+                       model=model, cfg=cfg, teacher="heun", scale=10, **kw)
+
+
+def test_roundtrip_keeps_every_field(tmp_path, gmm):
+    fit = dode.distill(gmm, torch.randn(4, 64) * 80, karras_sigmas(5), "heun", scale=2, disable=True)
+    path = dode.save_lambdas(tmp_path / "m.safetensors", [fit, entry()], model="model-a", cfg=7.0)
+    loaded = dode.load_lambdas(path)
+    assert len(loaded) == 2
+    assert torch.equal(loaded[0].lambdas, fit.lambdas) and torch.equal(loaded[0].sigmas, fit.sigmas)
+    assert loaded[0].meta() == fit.entry(model="model-a", cfg=7.0).meta() | {"created": loaded[0].created}
+    assert (loaded[0].sampler, loaded[0].model, loaded[0].cfg, loaded[0].teacher) == ("heun", "model-a", 7.0, "heun")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_lookup_is_strict_and_explains_near_misses():
+    entries = [entry(), entry("heun")]
+    sigmas = karras_sigmas(5)
+    assert dode.find_lambdas(entries, "heun", sigmas, model="model-a", cfg=7.0) is entries[1]
+    assert dode.find_lambdas(entries, "euler", sigmas.float(), cfg=7.0) is entries[0]
+    cases = [
+        (dict(sampler="dpmpp_2m"), "sampler euler"),
+        (dict(model="model-b"), "another model"),
+        (dict(sigmas=karras_sigmas(6)), "5 steps, not 6"),
+        (dict(sigmas=karras_sigmas(5, sigma_max=14.6)), "another σ grid"),
+        (dict(cfg=4.0), "cfg 7.0, not 4.0"),
+        (dict(cfg=None), "cfg 7.0, not None"),
+    ]
+    for change, message in cases:
+        request = dict(sampler="euler", sigmas=sigmas, model="model-a", cfg=7.0) | change
+        with pytest.raises(dode.LambdaNotFound, match=message):
+            dode.find_lambdas(entries, **request)
+
+
+def write_raw(path, tensors, **header):
+    save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()})
+    return path
+
+
+GOOD = {"0.lambdas": torch.zeros(5, dtype=torch.float64), "0.sigmas": karras_sigmas(5).double()}
+META = [{"sampler": "euler", "steps": 5}]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(pickle.dumps({"lambdas": [0.1]})), "not a readable safetensors file"),
+    (lambda p: p.write_text("hello"), "not a readable safetensors file"),
+    (lambda p: write_raw(p, GOOD, format="other"), "not a dode λ file"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="99", entries=META), "newer than this dode"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1", entries="{"), "not JSON"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1", entries=[]), "holds no λ entries"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1",
+                         entries=[{"sampler": "heun", "steps": 5}]), "needs 9 λ values"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1",
+                         entries=[{"sampler": "dpm_fast"}]), "unknown sampler"),
+    (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1",
+                         entries=[{"sampler": "euler", "steps": 6}]), "says 6 steps"),
+    (lambda p: write_raw(p, {"0.lambdas": GOOD["0.lambdas"], "0.sigmas": GOOD["0.sigmas"].flip(0)},
+                         format="dode.lambdas", format_version="1", entries=META), "strictly decreasing"),
+    (lambda p: write_raw(p, {"0.lambdas": GOOD["0.lambdas"]}, format="dode.lambdas", format_version="1",
+                         entries=META), "missing 0.sigmas"),
+    (lambda p: None, "no such λ file"),
+])
+def test_invalid_files_are_rejected_with_the_reason(tmp_path, make, message):
+    path = tmp_path / "bad.safetensors"
+    make(path)
+    with pytest.raises(dode.LambdaFileError, match=message):
+        dode.load_lambdas(path)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    dode.save_lambdas(path, entry())
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dode.lambdas.files.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        dode.save_lambdas(path, entry(cfg=3.0))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_invalid_entries_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="needs 5 λ values"):
+        dode.save_lambdas(tmp_path / "m.safetensors", LambdaEntry("euler", karras_sigmas(5), torch.zeros(3)))
+    with pytest.raises(ValueError, match="nothing to save"):
+        dode.save_lambdas(tmp_path / "m.safetensors", [])
+    assert os.listdir(tmp_path) == []
+
+
+def test_store_merges_replaces_and_survives_bad_files(tmp_path):
+    folder = tmp_path / "dode_lambdas"
+    store = dode.LambdaStore([folder])
+    found, reason = store.lookup("model-a", "euler", karras_sigmas(5), cfg=7.0)
+    assert found is None and "no λ files" in reason
+    path = folder / "model-a.safetensors"
+    store.add(path, entry())
+    store.add(path, entry("heun"))
+    store.add(path, entry(metrics={"v": 2}))
+    entries = dode.load_lambdas(path)
+    assert [e.sampler for e in entries] == ["heun", "euler"] and entries[1].metrics == {"v": 2}
+    (folder / "broken.safetensors").write_text("not a file")
+    found, where = store.lookup("model-a", "heun", karras_sigmas(5), cfg=7.0)
+    assert found.sampler == "heun" and where == str(path)
+    assert "broken.safetensors" in next(iter(store.problems))
+    found, reason = store.lookup("model-a", "heun", karras_sigmas(5), cfg=5.0)
+    assert found is None and "cfg 7.0, not 5.0" in reason
+
+
+def test_store_rereads_a_changed_file(tmp_path):
+    path = tmp_path / "x.safetensors"
+    store = dode.LambdaStore(files=[path])
+    dode.save_lambdas(path, entry(cfg=1.0))
+    assert store.lookup("model-a", "euler", karras_sigmas(5), cfg=2.0)[0] is None
+    dode.save_lambdas(path, entry(cfg=2.0))
+    assert store.lookup("model-a", "euler", karras_sigmas(5), cfg=2.0)[0] is not None

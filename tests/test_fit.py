@@ -1,0 +1,140 @@
+"""Closed-form λ distillation: noise-level-aligned teacher, exact least squares, guards and errors."""
+import pytest
+import torch
+
+import dode
+from dode.lambdas import teacher_grid
+from dode.samplers import get_solver, karras_sigmas
+
+
+def noise(batch, seed, sigma_max=80.0, dim=64):
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed)) * sigma_max
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_teacher_grid_refines_every_interval_and_contains_every_landing(sampler):
+    sigmas = karras_sigmas(6)
+    landings = get_solver(sampler).landings(sigmas)
+    grid = teacher_grid(sigmas, landings, 10)
+    assert len(grid) == 10 * 6 + 1
+    assert (grid[1:] < grid[:-1]).all()
+    as_float = grid.float()
+    for s in torch.cat([sigmas, landings]).tolist():
+        assert (as_float == s).any(), f"σ={s} is not on the teacher grid"
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_fit_generalises_to_fresh_noise(gmm, sampler):
+    sigmas = karras_sigmas(10) if sampler != "heun" else karras_sigmas(5)
+    fit = dode.distill(gmm, noise(128, 1), sigmas, sampler, teacher="heun", scale=10, disable=True)
+    fresh = noise(128, 2)
+    teacher = dode.sample(gmm, fresh, teacher_grid(sigmas, get_solver(sampler).landings(sigmas), 10), "heun",
+                          disable=True)
+    stock = (dode.sample(gmm, fresh, sigmas, sampler, disable=True) - teacher).square().mean()
+    dode_ = (dode.sample(gmm, fresh, sigmas, sampler, lambdas=fit.lambdas, disable=True) - teacher).square().mean()
+    assert dode_ < 0.7 * stock, (sampler, float(stock), float(dode_))
+    assert fit.report.rmse_after < fit.report.rmse_before
+
+
+def test_sampling_with_fitted_lambdas_reproduces_the_fit_exactly(gmm):
+    sigmas, x = karras_sigmas(6), noise(16, 3)
+    for sampler in ("euler", "heun", "dpmpp_2m"):
+        fit = dode.distill(gmm, x, sigmas, sampler, scale=4, disable=True)
+        assert torch.equal(dode.sample(gmm, x, sigmas, sampler, lambdas=fit.lambdas, disable=True), fit.samples)
+
+
+def test_lambda_is_the_exact_least_squares_minimiser(gmm):
+    """On a 2-step Euler grid the final state is affine in λ_1, so the distance to the teacher is a parabola whose
+    vertex, found from three plain sampling runs, must be the fitted λ_1."""
+    sigmas, x = karras_sigmas(2, sigma_max=10.0), noise(32, 4, 10.0).double()
+    model = lambda x, s: gmm(x.float(), s.float()).double()
+    fit = dode.distill(model, x, sigmas.double(), "euler", teacher="euler", scale=20, disable=True)
+
+    def loss(lam):
+        out = dode.sample(model, x, sigmas.double(), "euler", lambdas=[0.0, lam], disable=True)
+        return (out - fit.teacher_samples).square().sum().item()
+
+    l0, l1, lm = loss(0.0), loss(1.0), loss(-1.0)
+    vertex = (lm - l1) / (2 * (l1 + lm - 2 * l0))
+    assert fit.lambdas[0] == 0.0
+    assert fit.lambdas[1].item() == pytest.approx(vertex, rel=1e-6)
+
+
+def test_a_teacher_identical_to_the_student_gives_zero_lambda(gmm):
+    sigmas, x = karras_sigmas(5), noise(8, 5)
+    fit = dode.distill(gmm, x, sigmas, "euler", teacher="euler", scale=1, disable=True)
+    assert torch.equal(fit.lambdas, torch.zeros(5, dtype=torch.float64))
+    assert torch.equal(fit.samples, dode.sample(gmm, x, sigmas, "euler", disable=True))
+
+
+def test_first_step_modes_and_clamp(gmm):
+    sigmas, x = karras_sigmas(5), noise(16, 6)
+    skip = dode.distill(gmm, x, sigmas, "euler", scale=4, disable=True)
+    fitted = dode.distill(gmm, x, sigmas, "euler", scale=4, first_step="x", disable=True)
+    assert skip.lambdas[0] == 0 and fitted.lambdas[0] != 0
+    clamped = dode.distill(gmm, x, sigmas, "euler", scale=4, clamp=0.05, disable=True)
+    assert clamped.lambdas.abs().max() <= 0.05
+    assert any("clamped" in w for w in clamped.report.warnings)
+
+
+def test_report_counts_calls_and_compares_with_stock(gmm):
+    calls = []
+
+    def model(x, s):
+        calls.append(1)
+        return gmm(x, s)
+
+    sigmas = karras_sigmas(5)
+    fit = dode.distill(model, noise(8, 7), sigmas, "heun", teacher="euler", scale=3, compare_stock=True, disable=True)
+    assert fit.report.teacher_nfe == 3 * 5
+    assert fit.report.student_nfe == dode.nfe("heun", sigmas) == len(fit.lambdas) == len(fit.report.steps)
+    assert len(calls) == fit.report.teacher_nfe + 2 * fit.report.student_nfe
+    assert fit.report.rmse_after < fit.report.rmse_stock
+    assert "final rmse to teacher" in fit.report.table()
+
+
+def test_progress_callback_reports_phases(gmm):
+    seen = []
+    dode.distill(gmm, noise(4, 8), karras_sigmas(3), "euler", scale=2, callback=seen.append, disable=True)
+    assert {s["phase"] for s in seen} == {"teacher", "student"}
+    assert max(s["i"] for s in seen if s["phase"] == "teacher") == seen[0]["total"] - 1
+
+
+def test_nan_output_gives_zero_lambda_and_a_warning(gmm):
+    sigmas = karras_sigmas(4)
+    teacher_calls = dode.nfe("heun", teacher_grid(sigmas, sigmas[1:], 2))
+    calls = []
+
+    def flaky(x, s):
+        calls.append(1)
+        student_call = len(calls) - teacher_calls
+        return gmm(x, s) * (float("nan") if student_call in (2, 3) else 1.0)
+
+    fit = dode.distill(flaky, noise(4, 9), sigmas, "euler", teacher="heun", scale=2, disable=True)
+    assert fit.lambdas[1] == 0 and fit.lambdas[2] == 0
+    assert sum("NaN" in w for w in fit.report.warnings) >= 2
+
+
+def test_degenerate_direction_gives_zero_lambda_and_a_warning():
+    constant = lambda x, s: torch.zeros_like(x)
+    fit = dode.distill(constant, noise(4, 10), karras_sigmas(4), "euler", scale=2, disable=True)
+    assert torch.equal(fit.lambdas, torch.zeros(4, dtype=torch.float64))
+    assert any("direction is ~0" in w for w in fit.report.warnings)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scale=0), "scale must be an integer ≥ 1"),
+    (dict(scale=2.5), "scale must be an integer ≥ 1"),
+    (dict(teacher="rk4"), "unknown sampler 'rk4'"),
+    (dict(sampler="ddpm"), "unknown sampler 'ddpm'"),
+    (dict(first_step="prev"), "first_step must be one of"),
+    (dict(clamp=-1), "clamp must be a positive bound"),
+    (dict(sigmas=torch.tensor([80.0, 0.0])), "1 step.*at least 2"),
+    (dict(sigmas=torch.tensor([1.0, 5.0, 0.0])), "strictly decreasing"),
+    (dict(x=torch.zeros(0, 64)), "batch is empty"),
+])
+def test_bad_fit_arguments(gmm, kwargs, message):
+    args = dict(x=noise(2, 0), sigmas=karras_sigmas(4), sampler="euler", disable=True)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        dode.distill(gmm, **args)
