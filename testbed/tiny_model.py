@@ -1,0 +1,90 @@
+"""A tiny EDM-preconditioned MLP denoiser for the 8x8 digits (330,176 parameters).
+
+D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)) with σ_data = 0.5 (Karras et al. 2022):
+c_skip = σd² / (σ² + σd²), c_out = σ σd / sqrt(σ² + σd²), c_in = 1 / sqrt(σ² + σd²), c_noise = ln(σ) / 4.
+F is an MLP on the 64 pixels: a sinusoidal embedding of c_noise, residual blocks of
+LayerNorm + adaLN scale/shift + Linear(w, 2w) + SiLU + Linear(2w, w), then LayerNorm + Linear(w, 64).
+"""
+import math
+import os
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+SIGMA_MIN = 0.002
+SIGMA_MAX = 80.0
+SIGMA_DATA = 0.5
+WEIGHTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "tiny_edm_digits.safetensors")
+
+
+class FourierEmbedding(nn.Module):
+    """[cos(f_i t), sin(f_i t)] for `dim`/2 fixed frequencies f_i log-spaced over [0.5, 64]."""
+
+    def __init__(self, dim):
+        super().__init__()
+        freqs = torch.exp(torch.linspace(math.log(0.5), math.log(64.0), dim // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t):
+        angles = t[:, None] * self.freqs.to(t)
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class AdaLNBlock(nn.Module):
+    """h + MLP(LayerNorm(h) (1 + scale) + shift), with (scale, shift) = Linear(emb)."""
+
+    def __init__(self, width, emb_dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.modulation = nn.Linear(emb_dim, 2 * width)
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.fc2 = nn.Linear(2 * width, width)
+        for p in (self.modulation.weight, self.modulation.bias, self.fc2.weight, self.fc2.bias):
+            nn.init.zeros_(p)
+
+    def forward(self, h, emb):
+        scale, shift = self.modulation(emb).chunk(2, dim=1)
+        z = self.norm(h) * (1 + scale) + shift
+        return h + self.fc2(nn.functional.silu(self.fc1(z)))
+
+
+class TinyEDM(nn.Module):
+    """EDM denoiser for (B, 1, 8, 8) images: ``forward(x, sigma) -> x0`` (k-diffusion contract)."""
+
+    def __init__(self, pixels=64, width=128, blocks=3, emb_dim=128):
+        super().__init__()
+        self.embed = FourierEmbedding(emb_dim)
+        self.embed_proj = nn.Linear(emb_dim, emb_dim)
+        self.inp = nn.Linear(pixels, width)
+        self.blocks = nn.ModuleList(AdaLNBlock(width, emb_dim) for _ in range(blocks))
+        self.out_norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, pixels)
+
+    def raw(self, x_in, c_noise):
+        """The network F on flattened inputs (B, pixels) and c_noise (B,)."""
+        emb = nn.functional.silu(self.embed_proj(self.embed(c_noise)))
+        h = self.inp(x_in)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(self.out_norm(h))
+
+    def forward(self, x, sigma, **kwargs):
+        flat = x.flatten(1)
+        sigma = torch.as_tensor(sigma, dtype=flat.dtype, device=flat.device).reshape(-1).expand(flat.shape[0])
+        c_skip, c_out, c_in = edm_scalings(sigma[:, None])
+        out = c_skip * flat + c_out * self.raw(c_in * flat, sigma.log() / 4)
+        return out.view_as(x)
+
+
+def edm_scalings(sigma, sigma_data=SIGMA_DATA):
+    """EDM (c_skip, c_out, c_in) for σ (any shape)."""
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt()
+
+
+def load_tiny_model(dtype=torch.float32, path=WEIGHTS_PATH):
+    """The shipped TinyEDM (fp16 safetensors, cast to `dtype`) in eval mode, gradients off."""
+    model = TinyEDM()
+    model.load_state_dict({k: v.to(dtype) for k, v in load_file(path).items()})
+    return model.to(dtype).eval().requires_grad_(False)
