@@ -1,0 +1,48 @@
+"""ComfyUI adapter: ``<name>_dode`` in the stock sampler dropdowns, the λ folder, and the D-ODE nodes.
+
+Importing this package (ComfyUI does, through the pack's root ``__init__.py``) registers everything once. Each part
+is guarded: if something is missing in this ComfyUI, it logs one line saying what and keeps ComfyUI running.
+"""
+import logging
+
+log = logging.getLogger("dode")
+
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+REGISTERED_SAMPLERS = []
+PROBLEMS = []
+
+
+def setup():
+    """Registers the λ folder, the dropdown samplers and the nodes; safe to call again (idempotent)."""
+    try:
+        from .store import register_folder
+        register_folder()
+    except Exception as e:
+        PROBLEMS.append(f"λ folder: {e}")
+        log.warning("[dode] could not register models/dode_lambdas with folder_paths (%s: %s); λ files cannot be "
+                    "stored", type(e).__name__, e, exc_info=True)
+    try:
+        from .sampling import register_samplers
+        REGISTERED_SAMPLERS[:] = register_samplers()
+    except Exception as e:
+        PROBLEMS.append(f"samplers: {e}")
+        log.warning("[dode] could not add the D-ODE samplers to the KSampler dropdown (%s: %s)", type(e).__name__, e,
+                    exc_info=True)
+    try:
+        from .v3 import NODES
+        for node in NODES:
+            schema = node.define_schema()
+            NODE_CLASS_MAPPINGS[schema.node_id] = node
+            NODE_DISPLAY_NAME_MAPPINGS[schema.node_id] = schema.display_name
+    except Exception as e:
+        PROBLEMS.append(f"nodes: {e}")
+        log.warning("[dode] the D-ODE nodes are unavailable (%s: %s); they need ComfyUI's V3 node API "
+                    "(comfy_api.latest, ComfyUI ≥ 0.3.60). The *_dode samplers in the KSampler dropdown still work.",
+                    type(e).__name__, e, exc_info=True)
+    if REGISTERED_SAMPLERS or NODE_CLASS_MAPPINGS:
+        log.info("[dode] D-ODE: samplers %s, %d nodes (sampling/dode)", ", ".join(REGISTERED_SAMPLERS) or "none",
+                 len(NODE_CLASS_MAPPINGS))
+
+
+setup()

@@ -1,0 +1,100 @@
+"""The λ folder ``models/dode_lambdas`` (registered with ComfyUI's folder_paths) and the λ store over it."""
+import logging
+import os
+import re
+import threading
+
+from ..lambdas import LambdaStore
+
+FOLDER = "dode_lambdas"
+EXTENSIONS = {".safetensors"}
+log = logging.getLogger("dode")
+
+_lock = threading.Lock()
+_store = None
+
+
+def register_folder():
+    """Adds ``dode_lambdas`` to folder_paths (keeping paths from extra_model_paths.yaml), idempotently.
+
+    ``models/dode_lambdas`` is only named here; it is created when the first λ file is written."""
+    import folder_paths
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    table = folder_paths.folder_names_and_paths
+    if FOLDER in table:
+        paths = list(table[FOLDER][0])
+        if default not in paths:
+            paths.append(default)
+    else:
+        paths = [default]
+    table[FOLDER] = (paths, set(EXTENSIONS))
+    return paths
+
+
+def folders():
+    import folder_paths
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        register_folder()
+    return folder_paths.get_folder_paths(FOLDER)
+
+
+def store():
+    """The process-wide LambdaStore over the λ folders (rebuilt if the configured folders change)."""
+    global _store
+    dirs = folders()
+    with _lock:
+        if _store is None or _store.folders != dirs:
+            _store = LambdaStore(dirs)
+        return _store
+
+
+def save_folder():
+    """Where new λ files go: the first (default) λ folder, created on demand."""
+    folder = folders()[0]
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def file_list():
+    """λ file names as ComfyUI lists them (relative to the λ folders)."""
+    import folder_paths
+    try:
+        return folder_paths.get_filename_list(FOLDER)
+    except Exception:
+        return []
+
+
+def full_path(name):
+    """The path of the λ file ``name`` (as listed by file_list), or a FileNotFoundError naming the folders."""
+    import folder_paths
+    path = folder_paths.get_full_path(FOLDER, name)
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"λ file {name!r} not found in {', '.join(folders())}")
+    return path
+
+
+def file_stamp(name):
+    """What changes when the λ file changes (for IS_CHANGED / fingerprint_inputs)."""
+    try:
+        stat = os.stat(full_path(name))
+        return f"{name}:{stat.st_mtime_ns}:{stat.st_size}"
+    except (OSError, FileNotFoundError):
+        return f"{name}:missing"
+
+
+def safe_stem(text, fallback="model"):
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
+    return stem[:64] or fallback
+
+
+def default_file(identity, sampler):
+    """One λ file per model and sampler: ``<checkpoint stem>-<key>-<sampler>.safetensors`` in the save folder."""
+    name = f"{safe_stem(identity.name)}-{identity.key.split('-')[-1][:10]}-{sampler}.safetensors"
+    return os.path.join(save_folder(), name)
+
+
+def add(identity, sampler, fit_or_entry, **meta):
+    """Merges a fit into this model's λ file for ``sampler`` (atomic write); returns the path."""
+    path = default_file(identity, sampler)
+    store().add(path, fit_or_entry, **meta)
+    return path

@@ -1,0 +1,259 @@
+"""The D-ODE nodes (ComfyUI V3 node API, category ``sampling/dode``). Thin: validate, call the core, return."""
+import inspect
+import logging
+import os
+
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+from comfy_api.latest import io
+
+from .. import lambdas as core_lambdas
+from .. import samplers as core
+from . import sampling, store
+from .sampling import DodeOptions, LambdaSet
+
+log = logging.getLogger("dode")
+
+CATEGORY = "sampling/dode"
+DodeLambdas = io.Custom("DODE_LAMBDAS")
+STORE_LOOKUP = "(λ store lookup)"
+
+
+def solver_input(id="sampler_name", default="euler", tooltip=None):
+    return io.Combo.Input(id, options=list(core.SAMPLER_NAMES), default=default, tooltip=tooltip)
+
+
+def lambda_file_options():
+    return [STORE_LOOKUP] + store.file_list()
+
+
+def load_set(name):
+    path = store.full_path(name)
+    return LambdaSet(tuple(core_lambdas.load_lambdas(path)), source=f"λ file {name}")
+
+
+def compute_sigmas(model, sampler_name, scheduler, steps, denoise):
+    """The σ grid the stock KSampler uses for these settings (same code path, so λ keys match)."""
+    if steps < 2:
+        raise ValueError(f"Distill λ needs at least 2 steps (got {steps}): one step has nothing to correct")
+    if not denoise > 0:
+        raise ValueError(f"denoise must be > 0 (got {denoise}); with denoise 0 there is nothing to sample")
+    ks = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampling.dode_name(sampler_name),
+                                 scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+    return ks.sigmas
+
+
+def fix_latent(model, latent):
+    """An empty latent with the wrong channel count becomes the model's (as KSampler does)."""
+    fix = comfy.sample.fix_empty_latent_channels
+    if len(inspect.signature(fix).parameters) > 2:  # newer ComfyUI also takes the latent's downscale ratios
+        return fix(model, latent["samples"], latent.get("downscale_ratio_spacial"),
+                   latent.get("downscale_ratio_temporal"))
+    return fix(model, latent["samples"])
+
+
+class DistillLambdas(io.ComfyNode):
+    """Fits λ for one sampler and σ grid: teacher and student run in one guided sampling call."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODEDistillLambdas",
+            display_name="Distill λ (D-ODE)",
+            category=CATEGORY,
+            description="Fits the D-ODE λ for this model, sampler, σ grid and cfg on a batch of latents (teacher run "
+                        "+ one student run, closed form), saves them to models/dode_lambdas and returns a ready "
+                        "SAMPLER. After this, '<sampler>_dode' in the stock KSampler uses them.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent_image", tooltip="A batch of latents; 4+ generalises better than 1."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                solver_input(tooltip="The D-ODE sampler to fit λ for (use '<name>_dode' in KSampler afterwards)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS),
+                io.Int.Input("steps", default=10, min=2, max=1000),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+                solver_input("teacher", default=core_lambdas.DEFAULT_TEACHER,
+                             tooltip="The sampler that runs the fine reference trajectory."),
+                io.Int.Input("scale", default=core_lambdas.DEFAULT_SCALE, min=1, max=100,
+                             tooltip="Teacher sub-steps per student step (teacher cost ≈ scale × steps)."),
+                io.Boolean.Input("save", default=True, tooltip="Save λ into models/dode_lambdas."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="A custom σ grid; overrides scheduler, steps and denoise."),
+            ],
+            outputs=[
+                io.Sampler.Output(display_name="sampler"),
+                DodeLambdas.Output(display_name="lambdas"),
+                io.Latent.Output(display_name="teacher_latent"),
+                io.String.Output(display_name="report"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, cfg, sampler_name, scheduler, steps, denoise,
+                teacher, scale, save, sigmas=None):
+        custom = sigmas is not None
+        if not custom:
+            sigmas = compute_sigmas(model, sampler_name, scheduler, steps, denoise)
+        elif len(sigmas) < 3:
+            raise ValueError(f"Distill λ needs a σ grid of at least 2 steps, got {len(sigmas) - 1}")
+        latent = fix_latent(model, latent_image)
+        if latent.shape[0] == 1:
+            log.warning("[dode] Distill λ: the latent batch has 1 sample; λ fitted on one sample may not generalise "
+                        "to other seeds/prompts. A batch of 4 or more is better (batch_size on the empty latent).")
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        holder = {}
+        fn = sampling.make_distill_function(sampler_name, teacher, scale, holder)
+        samples = comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(fn), sigmas, positive,
+                                             negative, latent, noise_mask=latent_image.get("noise_mask"),
+                                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        result, identity = holder["result"], holder["identity"]
+        entry = result.entry(model=identity.key, cfg=holder["cfg"], **identity.as_meta(),
+                             scheduler="custom sigmas" if custom else scheduler,
+                             denoise=None if custom else float(denoise), seed=int(seed))
+        where = "not saved (save is off)"
+        if save:
+            where = store.add(identity, sampler_name, entry)
+        report = (f"D-ODE {sampler_name}: {entry.describe()}\nλ: "
+                  + ", ".join(f"{v:.4f}" for v in entry.lambdas.tolist())
+                  + f"\n{result.report.table()}\nsaved: {where}")
+        log.info("[dode] Distill λ: %s; rmse to teacher: stock %.4g → D-ODE %.4g; %s", entry.describe(),
+                 result.report.rmse_stock, result.report.rmse_after, where)
+        lambdas = LambdaSet((entry,), source=f"Distill λ ({sampler_name}, {entry.steps} steps)")
+        sampler = comfy.samplers.KSAMPLER(sampling.make_sampler_function(sampler_name),
+                                          extra_options={"dode_lambdas": lambdas, "dode_strict": True})
+        out = latent_image.copy()
+        out.pop("downscale_ratio_spacial", None)
+        out.pop("downscale_ratio_temporal", None)
+        out["samples"] = samples
+        return io.NodeOutput(sampler, lambdas, out, report)
+
+
+class DODESampler(io.ComfyNode):
+    """A D-ODE SAMPLER for SamplerCustom / SamplerCustomAdvanced, with λ from a set, a file or the store."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODESampler",
+            display_name="D-ODE Sampler",
+            category=CATEGORY,
+            description="A D-ODE sampler for SamplerCustom/SamplerCustomAdvanced. λ comes from the connected λ set, "
+                        "else the chosen λ file, else the λ store (as '<name>_dode' in KSampler does). An explicit "
+                        "set or file that does not fit the run is an error.",
+            inputs=[
+                solver_input(),
+                io.Combo.Input("lambda_file", options=lambda_file_options(), default=STORE_LOOKUP),
+                io.Boolean.Input("strict", default=True,
+                                 tooltip="Require an explicit λ set to match this model and cfg (off: only the "
+                                         "sampler and σ grid must match)."),
+                DodeLambdas.Input("lambdas", optional=True),
+            ],
+            outputs=[io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, sampler_name, lambda_file, strict, lambdas=None):
+        if lambdas is None and lambda_file != STORE_LOOKUP:
+            lambdas = load_set(lambda_file)
+        options = {"dode_strict": bool(strict)}
+        if lambdas is not None:
+            options["dode_lambdas"] = lambdas
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sampling.make_sampler_function(sampler_name),
+                                                     extra_options=options))
+
+    @classmethod
+    def fingerprint_inputs(cls, lambda_file=STORE_LOOKUP, **kwargs):
+        return "" if lambda_file == STORE_LOOKUP else store.file_stamp(lambda_file)
+
+
+class LoadLambdas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODELoadLambdas",
+            display_name="Load λ (D-ODE)",
+            category=CATEGORY,
+            description="Loads a λ file from models/dode_lambdas (re-read when the file changes).",
+            inputs=[io.Combo.Input("lambda_file", options=store.file_list())],
+            outputs=[DodeLambdas.Output(display_name="lambdas"), io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def execute(cls, lambda_file):
+        lambdas = load_set(lambda_file)
+        return io.NodeOutput(lambdas, lambdas.describe())
+
+    @classmethod
+    def fingerprint_inputs(cls, lambda_file, **kwargs):
+        return store.file_stamp(lambda_file)
+
+    @classmethod
+    def validate_inputs(cls, lambda_file, **kwargs):
+        try:
+            store.full_path(lambda_file)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+
+class SaveLambdas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODESaveLambdas",
+            display_name="Save λ (D-ODE)",
+            category=CATEGORY,
+            description="Saves a λ set into models/dode_lambdas/<filename>.safetensors (merged with the entries "
+                        "already there; atomic write).",
+            inputs=[DodeLambdas.Input("lambdas"), io.String.Input("filename", default="dode_lambdas")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lambdas, filename):
+        name = store.safe_stem(filename, fallback="dode_lambdas")
+        path = store.store().add(os.path.join(store.save_folder(), name + ".safetensors"), list(lambdas.entries))
+        log.info("[dode] saved %d λ entr%s to %s", len(lambdas.entries), "y" if len(lambdas.entries) == 1 else "ies",
+                 path)
+        return io.NodeOutput()
+
+
+class ModelOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODEModelOptions",
+            display_name="D-ODE Model Options",
+            category=CATEGORY,
+            description="Configures '<sampler>_dode' in the stock KSampler for this MODEL: what to do when the λ "
+                        "store has no λ (stock λ=0, auto-distill on first use, or error), how the model is "
+                        "identified, and an optional λ set to use first.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("on_missing", options=list(sampling.POLICIES), default="stock",
+                               tooltip="stock: run with λ=0 and log how to distill; auto_distill: fit λ on the "
+                                       "first run's batch (teacher cost) and save it; error: stop."),
+                io.Combo.Input("identity", options=["full", "ignore_patches"], default="full",
+                               tooltip="ignore_patches: LoRAs and other weight patches do not change the model "
+                                       "identity, so λ fitted without them is reused."),
+                solver_input("teacher", default=core_lambdas.DEFAULT_TEACHER),
+                io.Int.Input("scale", default=core_lambdas.DEFAULT_SCALE, min=1, max=100),
+                DodeLambdas.Input("lambdas", optional=True),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, on_missing, identity, teacher, scale, lambdas=None):
+        patched = model.clone()
+        patched.model_options[sampling.MODEL_OPTIONS_KEY] = DodeOptions(
+            on_missing=on_missing, lambdas=lambdas, identity=identity, teacher=teacher, scale=int(scale))
+        return io.NodeOutput(patched)
+
+
+NODES = [DistillLambdas, DODESampler, LoadLambdas, SaveLambdas, ModelOptions]

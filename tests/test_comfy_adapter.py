@@ -1,0 +1,465 @@
+"""The ComfyUI adapter (nodes/) against the stub in tests/comfy_stub (no ComfyUI needed; runs in CI)."""
+import importlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+STUB = str(Path(__file__).resolve().parent / "comfy_stub")
+STUB_TOPS = ("comfy", "comfy_api", "folder_paths")
+
+
+def _drop(prefixes):
+    for name in [n for n in sys.modules if n.split(".")[0] in prefixes or n.startswith("dode.nodes")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def cx(tmp_path_factory):
+    """The stubbed ComfyUI with the pack's adapter imported into it (as ComfyUI would import it)."""
+    base = tmp_path_factory.mktemp("comfy_base")
+    saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] in STUB_TOPS or n.startswith("dode.nodes")}
+    old_env = os.environ.get("DODE_STUB_COMFY_BASE")
+    os.environ["DODE_STUB_COMFY_BASE"] = str(base)
+    sys.path.insert(0, STUB)
+    _drop(STUB_TOPS)
+    try:
+        ns = type("CX", (), {})()
+        ns.base = base
+        ns.folder_paths = importlib.import_module("folder_paths")
+        for mod in ("comfy.samplers", "comfy.sample", "comfy.utils", "comfy.model_management", "comfy.model_base",
+                    "comfy.model_patcher", "comfy.model_sampling"):
+            setattr(ns, mod.split(".")[-1], importlib.import_module(mod))
+        ns.kds = importlib.import_module("comfy.k_diffusion.sampling")
+        ns.nodes = importlib.import_module("dode.nodes")
+        ns.sampling = importlib.import_module("dode.nodes.sampling")
+        ns.identity = importlib.import_module("dode.nodes.identity")
+        ns.store = importlib.import_module("dode.nodes.store")
+        ns.v3 = importlib.import_module("dode.nodes.v3")
+        ns.lambda_dir = base / "models" / "dode_lambdas"
+        yield ns
+    finally:
+        sys.path.remove(STUB)
+        _drop(STUB_TOPS)
+        sys.modules.update(saved)
+        if old_env is None:
+            os.environ.pop("DODE_STUB_COMFY_BASE", None)
+        else:
+            os.environ["DODE_STUB_COMFY_BASE"] = old_env
+
+
+@pytest.fixture
+def clean(cx):
+    shutil.rmtree(cx.lambda_dir, ignore_errors=True)
+    cx.utils.PROGRESS_BAR_HOOK = None
+    cx.model_management.interrupt_current_processing(False)
+    yield cx
+    cx.utils.PROGRESS_BAR_HOOK = None
+    cx.model_management.interrupt_current_processing(False)
+
+
+def make_model(cx, flow=False, seed=0):
+    mb = cx.model_base
+    return cx.model_patcher.ModelPatcher(mb.BaseModel(mb.ModelType.FLOW if flow else mb.ModelType.EPS, seed=seed))
+
+
+def cond(value):
+    return [[torch.full((1, 3, 8), float(value)), {}]]
+
+
+def latent(batch=3):
+    return {"samples": torch.zeros(batch, 4, 8, 8)}
+
+
+def ksample(cx, model, sampler, seed=1, steps=6, cfg=3.0, scheduler="karras", denoise=1.0, batch=1):
+    lat = latent(batch)["samples"]
+    noise = cx.sample.prepare_noise(lat, seed)
+    return cx.sample.sample(model, noise, steps, cfg, sampler, scheduler, cond(0.5), cond(-0.5), lat,
+                            denoise=denoise, seed=seed)
+
+
+def distill(cx, model, sampler="euler", steps=6, cfg=3.0, scheduler="karras", denoise=1.0, batch=3, scale=4,
+            save=True, sigmas=None, seed=11, teacher="heun"):
+    out = cx.v3.DistillLambdas.execute(model, cond(0.5), cond(-0.5), latent(batch), seed, cfg, sampler, scheduler,
+                                       steps, denoise, teacher, scale, save, sigmas=sigmas)
+    return out.args
+
+
+def rmse(a, b):
+    return (a - b).double().square().mean().sqrt().item()
+
+
+# --- registration ---------------------------------------------------------------------------------------------------
+
+def test_dropdown_registration_in_place_and_idempotent(cx):
+    from dode import SAMPLER_NAMES
+    cs = cx.samplers
+    assert cs.KSampler.SAMPLERS is cs.SAMPLER_NAMES
+    labels = [f"{n}_dode" for n in SAMPLER_NAMES]
+    for label in labels:
+        assert cs.SAMPLER_NAMES.count(label) == 1 and cs.KSAMPLER_NAMES.count(label) == 1
+    fns = {label: getattr(cx.kds, f"sample_{label}") for label in labels}
+    assert all(fn.dode_solver == label[:-5] for label, fn in fns.items())
+    before = (list(cs.SAMPLER_NAMES), list(cs.KSAMPLER_NAMES))
+    assert cx.sampling.register_samplers() == labels
+    cx.nodes.setup()
+    assert (list(cs.SAMPLER_NAMES), list(cs.KSAMPLER_NAMES)) == before
+    assert fns == {label: getattr(cx.kds, f"sample_{label}") for label in labels}
+    assert cx.nodes.REGISTERED_SAMPLERS == labels and not cx.nodes.PROBLEMS
+
+
+def test_foreign_sampler_of_the_same_name_is_left_alone(cx, caplog):
+    kd = cx.kds
+    ours = kd.sample_euler_dode
+
+    def foreign(model, x, sigmas, **kwargs):
+        return x
+
+    kd.sample_euler_dode = foreign
+    try:
+        with caplog.at_level(logging.WARNING, logger="dode"):
+            names = cx.sampling.register_samplers()
+        assert "euler_dode" not in names and kd.sample_euler_dode is foreign
+        assert "sample_euler_dode already exists" in caplog.text
+    finally:
+        kd.sample_euler_dode = ours
+
+
+def test_nodes_and_lambda_folder(cx):
+    assert set(cx.nodes.NODE_CLASS_MAPPINGS) == {"DODEDistillLambdas", "DODESampler", "DODELoadLambdas",
+                                                 "DODESaveLambdas", "DODEModelOptions"}
+    for node_id, cls in cx.nodes.NODE_CLASS_MAPPINGS.items():
+        schema = cls.define_schema()
+        schema.validate()
+        assert schema.category == "sampling/dode" and cx.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+    outputs = [o.io_type for o in cx.v3.DistillLambdas.define_schema().outputs]
+    assert outputs == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING"]
+    paths, exts = cx.folder_paths.folder_names_and_paths["dode_lambdas"]
+    assert paths[0] == str(cx.lambda_dir) and exts == {".safetensors"}
+
+
+def test_lambda_folder_keeps_extra_model_paths(cx, tmp_path):
+    fp = cx.folder_paths
+    saved = fp.folder_names_and_paths.pop("dode_lambdas")
+    try:
+        fp.add_model_folder_path("dode_lambdas", str(tmp_path / "shared"), is_default=True)  # extra_model_paths.yaml
+        paths = cx.store.register_folder()
+        assert paths == [str(tmp_path / "shared"), str(cx.lambda_dir)]
+        assert cx.store.save_folder() == str(tmp_path / "shared") and (tmp_path / "shared").is_dir()
+        assert cx.store.register_folder() == paths  # idempotent
+    finally:
+        fp.folder_names_and_paths["dode_lambdas"] = saved
+
+
+ROOT_BLOCK = """
+import sys
+sys.path.insert(0, {stub!r})
+{extra}
+import folder_paths, comfy, comfy.samplers
+import dode
+print("MAPPINGS", sorted(getattr(dode, "NODE_CLASS_MAPPINGS", {{"absent": 1}})))
+print("NAMES", [n for n in comfy.samplers.SAMPLER_NAMES if n.endswith("_dode")])
+"""
+
+
+def run_python(code, tmp_path):
+    env = {**os.environ, "DODE_STUB_COMFY_BASE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=str(tmp_path))
+
+
+def test_root_package_registers_inside_comfyui(tmp_path):
+    out = run_python(ROOT_BLOCK.format(stub=STUB, extra=""), tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "MAPPINGS ['DODEDistillLambdas', 'DODELoadLambdas', 'DODEModelOptions', 'DODESampler', " \
+           "'DODESaveLambdas']" in out.stdout
+    assert "'euler_dode'" in out.stdout
+
+
+def test_missing_v3_api_keeps_comfyui_and_the_dropdown_working(tmp_path):
+    out = run_python(ROOT_BLOCK.format(stub=STUB, extra="sys.modules['comfy_api'] = None"), tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "MAPPINGS []" in out.stdout and "'euler_dode'" in out.stdout
+    assert "the D-ODE nodes are unavailable" in out.stderr
+
+
+def test_library_import_does_not_touch_comfy(tmp_path):
+    out = run_python("import sys, dode\nprint('COMFY', 'comfy' in sys.modules, hasattr(dode, 'NODE_CLASS_MAPPINGS'))",
+                     tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "COMFY False False" in out.stdout
+
+
+# --- the by-name sampler ---------------------------------------------------------------------------------------------
+
+def test_dode_by_name_without_lambdas_is_stock_and_says_how_to_distill(clean, caplog):
+    model = make_model(clean)
+    with caplog.at_level(logging.INFO, logger="dode"):
+        dode = ksample(clean, model, "euler_dode")
+    assert torch.equal(dode, ksample(clean, model, "euler"))
+    assert "euler_dode: no λ for this model" in caplog.text and "Distill λ" in caplog.text
+    assert not clean.lambda_dir.exists()  # created lazily, on the first write only
+
+
+def test_distill_saves_and_the_dropdown_uses_it(clean, caplog):
+    model = make_model(clean)
+    sampler, lambdas, teacher_latent, report = distill(clean, model)
+    (path,) = clean.lambda_dir.glob("*.safetensors")
+    assert path.name.endswith("-euler.safetensors") and "saved:" in report
+    from dode import load_lambdas
+    (entry,) = load_lambdas(path)
+    assert entry.sampler == "euler" and entry.steps == 6 and entry.cfg == 3.0 and entry.lambdas[1:].abs().sum() > 0
+    assert entry.model == lambdas.entries[0].model and entry.metrics["model_name"] == "model"
+    assert teacher_latent["samples"].shape == (3, 4, 8, 8)
+    assert not list(clean.lambda_dir.glob(".dode-*"))
+
+    # the teacher latent is the distillation batch's reference: D-ODE lands closer to it than stock does
+    noise = clean.sample.prepare_noise(latent(3)["samples"], 11)
+    stock = clean.sample.sample_custom(model, noise, 3.0, clean.samplers.ksampler("euler"),
+                                       clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0), cond(0.5),
+                                       cond(-0.5), latent(3)["samples"], seed=11)
+    dode = clean.sample.sample_custom(model, noise, 3.0, sampler,
+                                      clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0), cond(0.5),
+                                      cond(-0.5), latent(3)["samples"], seed=11)
+    assert rmse(dode, teacher_latent["samples"]) < 0.5 * rmse(stock, teacher_latent["samples"])
+
+    # the stock KSampler path with euler_dode now finds λ in the store, and equals the returned SAMPLER
+    with caplog.at_level(logging.INFO, logger="dode"):
+        by_name = ksample(clean, model, "euler_dode", seed=11, batch=3)
+    assert "euler_dode: λ from" in caplog.text
+    assert torch.equal(by_name, dode)
+    assert not torch.equal(by_name, ksample(clean, model, "euler", seed=11, batch=3))
+
+
+def test_store_hit_needs_same_grid_cfg_and_model(clean, caplog):
+    model = make_model(clean)
+    distill(clean, model, steps=5, denoise=0.5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dode"):
+        ksample(clean, model, "euler_dode", steps=5, denoise=0.5)  # the same partial-denoise grid: a hit
+        assert "λ from" in caplog.text
+        for kwargs in ({"steps": 6, "denoise": 0.5}, {"steps": 5, "denoise": 0.5, "cfg": 4.0},
+                       {"steps": 5, "denoise": 0.5, "scheduler": "simple"}):
+            caplog.clear()
+            ksample(clean, model, "euler_dode", **kwargs)
+            assert "no λ for this model" in caplog.text, kwargs
+        caplog.clear()
+        ksample(clean, make_model(clean, seed=1), "euler_dode", steps=5, denoise=0.5)  # other weights
+        assert "no λ for this model" in caplog.text
+
+
+# --- Distill λ: bad input, progress, interruption --------------------------------------------------------------------
+
+def test_distill_rejects_bad_settings(clean, caplog):
+    model = make_model(clean)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        distill(clean, model, steps=1)
+    with pytest.raises(ValueError, match="denoise must be > 0"):
+        distill(clean, model, denoise=0.0)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        distill(clean, model, sigmas=torch.tensor([14.6, 0.0]))
+    with caplog.at_level(logging.WARNING, logger="dode"):
+        distill(clean, model, batch=1, save=False)
+    assert "batch has 1 sample" in caplog.text
+    assert not clean.lambda_dir.exists()
+
+
+def test_distill_with_custom_sigmas(clean):
+    model = make_model(clean)
+    sigmas = torch.tensor([10.0, 4.0, 1.5, 0.5, 0.1, 0.0])
+    _, lambdas, _, _ = distill(clean, model, sigmas=sigmas)
+    (entry,) = lambdas.entries
+    assert entry.same_grid(sigmas) and entry.metrics["scheduler"] == "custom sigmas"
+
+
+def test_distill_progress_and_interrupt_leave_no_file(clean):
+    model = make_model(clean)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append((value, total))
+        clean.model_management.throw_exception_if_processing_interrupted()
+
+    clean.utils.PROGRESS_BAR_HOOK = hook
+    distill(clean, model, steps=4, scale=3, save=False)
+    totals = {t for _, t in seen}
+    assert len(totals) == 1 and seen[-1][0] == seen[-1][1]
+    assert [v for v, _ in seen] == sorted(v for v, _ in seen)  # monotone over teacher, stock and student
+
+    def interrupting_hook(value, total, preview, node_id=None):
+        if value >= 5:
+            clean.model_management.interrupt_current_processing(True)
+        clean.model_management.throw_exception_if_processing_interrupted()
+
+    clean.utils.PROGRESS_BAR_HOOK = interrupting_hook
+    with pytest.raises(clean.model_management.InterruptProcessingException):
+        distill(clean, model, steps=4, scale=3)
+    assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
+
+
+# --- D-ODE Sampler, Load/Save λ --------------------------------------------------------------------------------------
+
+def test_dode_sampler_node_explicit_lambdas(clean):
+    model = make_model(clean)
+    sampler, lambdas, _, _ = distill(clean, model, save=False)
+    node = clean.v3.DODESampler
+    sigmas6 = clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0)
+    noise = clean.sample.prepare_noise(latent(1)["samples"], 3)
+
+    def run(smp, sigmas=sigmas6, cfg=3.0, m=model):
+        return clean.sample.sample_custom(m, noise, cfg, smp, sigmas, cond(0.5), cond(-0.5), latent(1)["samples"],
+                                          seed=3)
+
+    explicit = node.execute("euler", "(λ store lookup)", True, lambdas=lambdas).args[0]
+    assert torch.equal(run(explicit), run(sampler))
+    from dode import LambdaNotFound
+    with pytest.raises(LambdaNotFound, match="6 steps, not 8"):  # another grid: an error on an explicit node
+        run(explicit, sigmas=clean.v3.compute_sigmas(model, "euler", "karras", 8, 1.0))
+    with pytest.raises(LambdaNotFound, match="cfg"):
+        run(explicit, cfg=5.0)
+    with pytest.raises(LambdaNotFound, match="another model"):
+        run(explicit, m=make_model(clean, seed=2))
+    loose = node.execute("euler", "(λ store lookup)", False, lambdas=lambdas).args[0]
+    assert not torch.equal(run(loose, cfg=5.0), run(clean.samplers.ksampler("euler"), cfg=5.0))
+    run(loose, m=make_model(clean, seed=2))
+    with pytest.raises(LambdaNotFound, match="sampler euler"):
+        run(node.execute("heun", "(λ store lookup)", True, lambdas=lambdas).args[0])
+    # no λ set and store lookup: behaves like heun_dode by name (stock on a miss)
+    store_sampler = node.execute("heun", "(λ store lookup)", True).args[0]
+    assert torch.equal(run(store_sampler), run(clean.samplers.ksampler("heun_dode")))
+
+
+def test_save_load_and_cache_invalidation(clean):
+    model = make_model(clean)
+    _, lambdas, _, _ = distill(clean, model, save=False)
+    clean.v3.SaveLambdas.execute(lambdas, "my set/../x")
+    (name,) = clean.store.file_list()
+    assert name == "my_set_.._x.safetensors"  # a plain file name in the λ folder, whatever was typed
+    loaded, info = clean.v3.LoadLambdas.execute(name).args
+    assert len(loaded.entries) == 1 and torch.equal(loaded.entries[0].lambdas, lambdas.entries[0].lambdas)
+    assert "euler, 6 steps" in info
+    stamp = clean.v3.LoadLambdas.fingerprint_inputs(lambda_file=name)
+    assert stamp == clean.v3.DODESampler.fingerprint_inputs(lambda_file=name)
+    assert clean.v3.DODESampler.fingerprint_inputs(lambda_file="(λ store lookup)") == ""
+    _, other, _, _ = distill(clean, model, steps=4, save=False)  # a second entry merged into the same file
+    clean.v3.SaveLambdas.execute(other, "my set/../x")
+    assert clean.v3.LoadLambdas.fingerprint_inputs(lambda_file=name) != stamp
+    assert len(clean.v3.LoadLambdas.execute(name).args[0].entries) == 2
+    assert clean.v3.LoadLambdas.validate_inputs(lambda_file="nope.safetensors").startswith("λ file 'nope")
+    assert clean.v3.LoadLambdas.validate_inputs(lambda_file=name) is True
+    sampler = clean.v3.DODESampler.execute("euler", name, True).args[0]
+    assert sampler.extra_options["dode_lambdas"].source == f"λ file {name}"
+
+
+# --- D-ODE Model Options (policy through model_options) --------------------------------------------------------------
+
+def with_options(cx, model, **kwargs):
+    defaults = {"on_missing": "stock", "identity": "full", "teacher": "heun", "scale": 3}
+    return cx.v3.ModelOptions.execute(model, **{**defaults, **kwargs}).args[0]
+
+
+def test_policy_error_and_auto_distill(clean, caplog):
+    model = make_model(clean)
+    with pytest.raises(RuntimeError, match="no λ for"):
+        ksample(clean, with_options(clean, model, on_missing="error"), "euler_dode")
+    assert "dode" not in model.model_options  # the patch node works on a clone
+
+    plain = ksample(clean, model, "dpmpp_2m_dode", batch=2)  # a miss: λ = 0
+    auto = with_options(clean, model, on_missing="auto_distill")
+    with caplog.at_level(logging.INFO, logger="dode"):
+        first = ksample(clean, auto, "dpmpp_2m_dode", batch=2)
+    assert "auto-distilling" in caplog.text
+    (path,) = clean.lambda_dir.glob("*-dpmpp_2m.safetensors")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dode"):
+        second = ksample(clean, auto, "dpmpp_2m_dode", batch=2)  # now a store hit with the fitted λ
+    assert "λ from" in caplog.text and torch.allclose(first, second, atol=1e-5)
+    assert not torch.equal(first, plain)
+
+
+def test_attached_lambdas_and_identity_mode(clean, caplog):
+    model = make_model(clean)
+    _, lambdas, _, _ = distill(clean, model, save=False)
+    attached = with_options(clean, model, lambdas=lambdas)
+    with caplog.at_level(logging.INFO, logger="dode"):
+        hit = ksample(clean, attached, "euler_dode")
+    assert "λ from Distill λ" in caplog.text
+    assert not torch.equal(hit, ksample(clean, model, "euler"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dode"):
+        ksample(clean, attached, "euler_dode", steps=5)  # does not fit: a warning, then the store, then stock
+    assert "the λ set attached to the model does not fit" in caplog.text and "no λ for this model" in caplog.text
+
+    lora = model.clone()
+    lora.add_patches({"diffusion_model.proj.weight": ("diff", (torch.full((4, 4, 1, 1), 0.01),))}, 0.8)
+    full = clean.identity.fingerprint
+    assert full(lora).key != full(model).key
+    assert full(lora, "ignore_patches").key == full(model, "ignore_patches").key
+
+
+# --- model identity --------------------------------------------------------------------------------------------------
+
+def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch):
+    ident = clean.identity
+    model = make_model(clean)
+    a = ident.fingerprint(model)
+    assert a == ident.fingerprint(model.clone()) and a.key.startswith("fp1-") and a.base.startswith("weights:")
+    assert a.key == ident.fingerprint(make_model(clean)).key  # same weights, new objects (a new process)
+    assert a.key != ident.fingerprint(make_model(clean, seed=3)).key
+    assert a.key != ident.fingerprint(make_model(clean, flow=True)).key
+
+    shifted = make_model(clean, flow=True)
+    base_flow = ident.fingerprint(shifted).key
+    patched = shifted.clone()
+    patched.add_object_patch("model_sampling", type(shifted.model.model_sampling)(shift=6.0))  # ModelSamplingSD3
+    assert ident.fingerprint(patched).key != base_flow
+    same = shifted.clone()
+    same.add_object_patch("model_sampling", type(shifted.model.model_sampling)(shift=3.0))
+    assert ident.fingerprint(same).key == base_flow
+
+    # a LoRA merged into the weights in place (ComfyUI keeps the original in ModelPatcher.backup) keeps the base
+    merged = make_model(clean)
+    weight = merged.model.diffusion_model.proj.weight
+    merged.backup["diffusion_model.proj.weight"] = type("Backup", (), {"weight": weight.detach().clone()})()
+    with torch.no_grad():
+        weight.add_(0.5)
+    assert ident.weights_digest(merged) == ident.weights_digest(model)
+
+    # memoised: the second call does not read the weights again
+    monkeypatch.setattr(model.model, "state_dict", lambda *a, **k: pytest.fail("weights read twice"))
+    assert ident.fingerprint(model) == a
+
+    # newer ComfyUI: the checkpoint file, hashed by content (a renamed copy is the same model)
+    ckpt = tmp_path / "my_model.safetensors"
+    from safetensors.torch import save_file
+    save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(ckpt))
+    on_file = make_model(clean)
+    on_file.cached_patcher_init = (object, (str(ckpt), {}))
+    f = ident.fingerprint(on_file)
+    assert f.base.startswith("file:") and f.name == "my_model"
+    copy = tmp_path / "renamed.safetensors"
+    shutil.copy(ckpt, copy)
+    on_copy = make_model(clean)
+    on_copy.cached_patcher_init = (object, (str(copy), {}))
+    assert ident.fingerprint(on_copy).key == f.key
+    save_file({"w": torch.arange(1000, dtype=torch.float32) + 1}, str(copy))
+    assert ident.fingerprint(on_copy).key != f.key
+
+
+def test_flow_models_pass_comfyui_offset_first_sigma(clean):
+    flow = make_model(clean, flow=True)
+    ms = flow.model.model_sampling
+    assert clean.sampling.flow_option(ms) == pytest.approx(ms.percent_to_sigma(1e-4))
+    assert 0 < clean.sampling.flow_option(ms) < 1
+    assert clean.sampling.flow_option(make_model(clean).model.model_sampling) is False
+    # euler ignores it; the by-name sampler runs on a flow model and matches stock without λ
+    assert torch.equal(ksample(clean, flow, "euler_dode", scheduler="simple"),
+                       ksample(clean, flow, "euler", scheduler="simple"))
