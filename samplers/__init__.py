@@ -1,14 +1,18 @@
 """The D-ODE samplers and their registry.
 
 Each sampler has k-diffusion's signature plus ``lambdas=None``; ``landings(sigmas)`` gives, per network evaluation,
-the noise level of the state that evaluation's λ corrects (the fit's teacher targets sit there)."""
+the noise level of the state that evaluation's λ corrects (the fit's teacher targets sit there). Solvers whose stock
+update depends on the model's parameterization (DPM++ 2S and 3M in ComfyUI) also take ``flow=`` in both; the others
+integrate dx/dσ = (x − D)/σ, which is exact for rectified-flow models too, and ignore it."""
 from dataclasses import dataclass
 from typing import Callable
 
 from .base import check_batch, check_sigmas, karras_sigmas
-from .dpmpp import dpmpp_2m_landings, sample_dpmpp_2m
+from .dpmpp import (dpmpp_2m_landings, dpmpp_2s_landings, dpmpp_3m_landings, sample_dpmpp_2m, sample_dpmpp_2s,
+                    sample_dpmpp_3m)
 from .euler import euler_landings, sample_euler
 from .heun import heun_landings, sample_heun
+from .multistep import deis_landings, ipndm_landings, sample_deis, sample_ipndm
 
 
 @dataclass(frozen=True)
@@ -17,12 +21,17 @@ class Solver:
     fn: Callable
     landings: Callable
     label: str
+    flow: bool = False  # fn and landings take ``flow=`` (see dpmpp.flow_first_sigma)
 
 
 SOLVERS = {s.name: s for s in (
     Solver("euler", sample_euler, euler_landings, "Euler"),
     Solver("heun", sample_heun, heun_landings, "Heun"),
     Solver("dpmpp_2m", sample_dpmpp_2m, dpmpp_2m_landings, "DPM++ 2M"),
+    Solver("dpmpp_2s", sample_dpmpp_2s, dpmpp_2s_landings, "DPM++ 2S", flow=True),
+    Solver("dpmpp_3m", sample_dpmpp_3m, dpmpp_3m_landings, "DPM++ 3M", flow=True),
+    Solver("ipndm", sample_ipndm, ipndm_landings, "iPNDM"),
+    Solver("deis", sample_deis, deis_landings, "DEIS"),
 )}
 SAMPLER_NAMES = tuple(SOLVERS)
 
@@ -34,17 +43,33 @@ def get_solver(name):
     return SOLVERS[name]
 
 
+def flow_option(solver, flow):
+    """The keyword arguments that pass the ``flow`` option to ``solver`` (none for a solver it does not change)."""
+    return {"flow": flow} if solver.flow and flow else {}
+
+
 def nfe(sampler, sigmas):
     """Number of network evaluations of ``sampler`` on ``sigmas``, which is the length of its λ vector."""
     return len(get_solver(sampler).landings(sigmas))
 
 
-def sample(model, x, sigmas, sampler="euler", lambdas=None, extra_args=None, callback=None, disable=None):
-    """Runs the D-ODE sampler ``sampler`` (``lambdas=None``: the stock sampler)."""
+def landing_sigmas(sampler, sigmas, flow=False):
+    """Per network evaluation of ``sampler``, the noise level of the state its λ corrects."""
+    solver = get_solver(sampler)
+    return solver.landings(sigmas, **flow_option(solver, flow))
+
+
+def sample(model, x, sigmas, sampler="euler", lambdas=None, extra_args=None, callback=None, disable=None, flow=False):
+    """Runs the D-ODE sampler ``sampler`` (``lambdas=None``: the stock sampler).
+
+    ``flow``: False for VE/EDM models; for rectified-flow models True, or the host's offset first σ (ComfyUI:
+    ``model_sampling.percent_to_sigma(1e-4)``), so that DPM++ 2S and 3M do what the host's stock samplers do."""
     solver = get_solver(sampler)
     check_batch(x)
-    return solver.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, lambdas=lambdas)
+    return solver.fn(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, lambdas=lambdas,
+                     **flow_option(solver, flow))
 
 
-__all__ = ["SAMPLER_NAMES", "SOLVERS", "Solver", "get_solver", "nfe", "sample", "check_sigmas", "karras_sigmas",
-           "sample_euler", "sample_heun", "sample_dpmpp_2m"]
+__all__ = ["SAMPLER_NAMES", "SOLVERS", "Solver", "get_solver", "nfe", "landing_sigmas", "sample", "check_sigmas",
+           "karras_sigmas", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_dpmpp_2s", "sample_dpmpp_3m",
+           "sample_ipndm", "sample_deis"]

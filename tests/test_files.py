@@ -25,7 +25,7 @@ def test_roundtrip_keeps_every_field(tmp_path, gmm):
     assert len(loaded) == 2
     assert torch.equal(loaded[0].lambdas, fit.lambdas) and torch.equal(loaded[0].sigmas, fit.sigmas)
     assert loaded[0].meta() == fit.entry(model="model-a", cfg=7.0).meta() | {"created": loaded[0].created}
-    assert (loaded[0].sampler, loaded[0].model, loaded[0].cfg, loaded[0].teacher) == ("heun", "model-a", 7.0, "heun")
+    assert (loaded[0].sampler, loaded[0].model, loaded[0].cfg, loaded[0].teacher) == ("heun", "model-a", 7.0, fit.teacher)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
