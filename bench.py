@@ -48,9 +48,9 @@ def converged(model, x):
     return sample(model, x, grid(CONVERGED_STEPS), "heun", disable=True)
 
 
-def bench_row(model, sampler, budget, fit_x, eval_x, reference, teacher, scale, first_step):
+def bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, scale, first_step):
     """One table row: fit λ on fit_x, then judge stock / D-ODE / teacher on eval_x."""
-    sigmas = grid(steps_for_nfe(sampler, budget))
+    sigmas = grid(steps)
     fit = distill(model, fit_x, sigmas, sampler, teacher=teacher, scale=scale, first_step=first_step, disable=True)
     stock, t_stock = timed_sample(model, eval_x, sigmas, sampler)
     dode, t_dode = timed_sample(model, eval_x, sigmas, sampler, fit.lambdas)
@@ -79,8 +79,8 @@ def run_bench(samplers, budgets, teacher=DEFAULT_TEACHER, scale=DEFAULT_SCALE, f
         f"RMSE vs Heun {CONVERGED_STEPS // 2}: {result['converged_self_rmse']:.2e}")
     log(header())
     for sampler in samplers:
-        for budget in budgets:
-            row = bench_row(model, sampler, budget, fit_x, eval_x, reference, teacher, scale, first_step)
+        for steps in sorted({steps_for_nfe(sampler, budget) for budget in budgets}):
+            row = bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, scale, first_step)
             result["rows"].append(row)
             log(format_row(row, result["fd_converged"]))
     return result

@@ -14,7 +14,7 @@ MODEL_ID = "dode-testbed/tiny_edm_digits"
 
 
 def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=DEFAULT_SCALE, fit_batch=256,
-             eval_batch=1000, log=print):
+             eval_batch=2000, log=print):
     """Fits, saves, reloads and evaluates λ; returns the numbers it printed."""
     start = time.perf_counter()
     model = load_tiny_model()
