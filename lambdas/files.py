@@ -128,11 +128,19 @@ def save_lambdas(path, fit_or_entries, **meta):
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def current_umask():
+    """The process umask (read by setting and restoring it), so λ files get the usual permissions, not mkstemp's 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_header(path):

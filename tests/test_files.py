@@ -27,6 +27,9 @@ def test_roundtrip_keeps_every_field(tmp_path, gmm):
     assert loaded[0].meta() == fit.entry(model="model-a", cfg=7.0).meta() | {"created": loaded[0].created}
     assert (loaded[0].sampler, loaded[0].model, loaded[0].cfg, loaded[0].teacher) == ("heun", "model-a", 7.0, fit.teacher)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_lookup_is_strict_and_explains_near_misses():
