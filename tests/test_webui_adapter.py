@@ -1,0 +1,393 @@
+"""The WebUI adapter (scripts/dode_webui.py + webui/) against a stub of the WebUI's modules (tests/webui_stub).
+
+The script is loaded the way A1111 loads extension scripts (a standalone module from its file path), so these tests
+also cover the private-package import of the core."""
+import hashlib
+import importlib.util
+import inspect
+import logging
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUB = os.path.join(ROOT, "tests", "webui_stub")
+SCRIPT = os.path.join(ROOT, "scripts", "dode_webui.py")
+PKG = "_dode_webui_ext"
+EXPECTED = {"Euler (D-ODE)": "euler", "Heun (D-ODE)": "heun", "DPM++ 2M (D-ODE)": "dpmpp_2m"}
+
+
+def purge(*prefixes):
+    for name in [m for m in sys.modules if m.split(".")[0] in prefixes]:
+        del sys.modules[name]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("dode_webui.py", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch):
+    """A fresh stub WebUI with the extension loaded; models/ in tmp_path."""
+    purge("modules", PKG)
+    monkeypatch.syspath_prepend(STUB)
+    from modules import paths, script_callbacks, sd_samplers, shared
+    monkeypatch.setattr(paths, "models_path", str(tmp_path / "models"))
+    script = load_script()
+    script_callbacks.ui_settings_callback()
+    ckpt = tmp_path / "models" / "Stable-diffusion" / "toy.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not really a checkpoint" * 100)
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    info = SimpleNamespace(filename=str(ckpt), sha256=sha, shorthash=sha[:10], title=f"toy.safetensors [{sha[:10]}]")
+    shared.sd_model = SimpleNamespace(sd_checkpoint_info=info, sd_model_hash=sha[:10])
+    yield SimpleNamespace(script=script, adapter=sys.modules[PKG + ".webui.adapter"], sd_samplers=sd_samplers, shared=shared,
+                          callbacks=script_callbacks, info=info, ckpt=ckpt, ident=sha[:10], tmp=tmp_path,
+                          core=sys.modules[PKG + ".samplers"], lambdas=sys.modules[PKG + ".lambdas"])
+    purge("modules", PKG)
+
+
+class Gaussian:
+    """An exact CFG denoiser for Gaussian data (cond/uncond means differ), with the WebUI denoiser's p/step."""
+
+    def __init__(self, p=None, sigma_max=14.6146, interrupt_at=None):
+        self.p, self.step, self.calls, self.interrupt_at = p, 0, 0, interrupt_at
+        self.inner_model = SimpleNamespace(sigmas=torch.linspace(0.0292, sigma_max, 1000))
+        g = torch.Generator().manual_seed(0)
+        self.std = 0.5 + torch.rand(1, 4, 4, 4, generator=g)
+        self.mu_c, self.mu_u = torch.randn(1, 4, 4, 4, generator=g), torch.randn(1, 4, 4, 4, generator=g)
+
+    def x0(self, x, sigma, mu):
+        s2 = sigma.view(-1, 1, 1, 1) ** 2
+        return mu + (x - mu) * self.std ** 2 / (self.std ** 2 + s2)
+
+    def __call__(self, x, sigma, cond=None, uncond=None, cond_scale=1.0, **kwargs):
+        self.calls += 1
+        if self.interrupt_at is not None and self.calls >= self.interrupt_at:
+            from modules.sd_samplers_common import InterruptedException
+            raise InterruptedException
+        self.step += 1
+        d_u = self.x0(x, sigma, self.mu_u)
+        return d_u + cond_scale * (self.x0(x, sigma, self.mu_c) - d_u)
+
+
+def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0):
+    ramp = torch.linspace(0, 1, n)
+    s = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([s, s.new_zeros([1])])
+
+
+def make_p(**kw):
+    return SimpleNamespace(**{"extra_generation_params": {}, "is_hr_pass": False, "cfg_scale": 7.0, **kw})
+
+
+def args(cfg=7.0):
+    return {"cond": None, "uncond": None, "cond_scale": cfg, "image_cond": None, "s_min_uncond": 0.0}
+
+
+def run(w, label, p, sigmas, seed=1, **model_kw):
+    model = Gaussian(p, **model_kw)
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(seed)) * sigmas[0]
+    fn = w.sd_samplers.create_sampler(label, None).func
+    return fn(model, x, sigmas, extra_args=args(p.cfg_scale), disable=True), model, x
+
+
+def save_entry(w, path, sampler, sigmas, model, cfg=7.0, value=0.1):
+    n = w.core.nfe(sampler, sigmas)
+    entry = w.lambdas.LambdaEntry(sampler=sampler, sigmas=sigmas, lambdas=torch.full([n], value), model=model, cfg=cfg)
+    w.lambdas.save_lambdas(path, [entry])
+    return entry
+
+
+# ---------------------------------------------------------------- registration
+
+def test_registers_every_core_sampler(webui):
+    sd = webui.sd_samplers
+    names = webui.core.SAMPLER_NAMES
+    labels = webui.adapter.labels()
+    assert set(EXPECTED) <= set(labels) and len(labels) == len(names) and set(labels.values()) == set(names)
+    for label, name in labels.items():
+        data = sd.all_samplers_map[label]
+        assert data in sd.all_samplers and data in sd.samplers
+        assert sd.samplers_map[label.lower()] == label and sd.samplers_map[f"dode_{name}"] == label
+        assert label in sd.visible_sampler_names()
+        sampler = sd.create_sampler(label, None)
+        params = inspect.signature(sampler.func).parameters
+        assert "sigmas" in params and not {"eta", "n", "sigma_min", "sigma_max"} & set(params)
+    assert sd.all_samplers_map["Heun (D-ODE)"].options.get("second_order") is True
+    assert not sd.all_samplers_map["Euler (D-ODE)"].options.get("second_order")
+    assert sd.all_samplers_map["DPM++ 2M (D-ODE)"].options.get("scheduler") == "karras"
+
+
+def test_labels_are_never_split_into_a_schedule_type(webui):
+    sd = webui.sd_samplers
+    for label in webui.adapter.labels():
+        for scheduler in ("Automatic", "Karras", "DDIM", "Normal"):
+            assert sd.get_sampler_and_scheduler(label, scheduler)[0] == label
+        for suffix in webui.adapter.scheduler_suffixes():
+            assert not label.endswith(" " + suffix)
+
+
+def test_a_label_ending_in_a_schedule_type_is_refused(webui, monkeypatch, caplog):
+    sd = webui.sd_samplers
+    assert sd.get_sampler_and_scheduler("Probe DDIM", "Automatic") == ("DPM++ 2M", "DDIM")  # the trap
+    monkeypatch.setattr(webui.adapter, "LABEL_SUFFIX", " DDIM")
+    with caplog.at_level(logging.ERROR, "dode.webui"):
+        assert webui.adapter.register() == []
+    assert "Euler DDIM" not in sd.all_samplers_map and "schedule type" in caplog.text
+
+
+def test_reload_ui_registers_nothing_twice(webui):
+    sd, cb = webui.sd_samplers, webui.callbacks
+    before = len(sd.all_samplers)
+    cb.clear_callbacks()  # what Reload UI does before re-importing the scripts
+    script = load_script()
+    assert script.registered == [] and len(sd.all_samplers) == before
+    assert len([s for s in sd.all_samplers if s.name == "Euler (D-ODE)"]) == 1
+    assert cb.callbacks_ui_settings == [webui.adapter.on_ui_settings]
+    assert script.adapter is webui.script.adapter  # the core is not reloaded, so registered closures stay valid
+
+
+def test_forge_add_sampler_is_used(webui, monkeypatch):
+    sd = webui.sd_samplers
+    calls = []
+
+    def add_sampler(data):  # Forge rebinds the map instead of mutating it
+        calls.append(data.name)
+        sd.all_samplers.append(data)
+        sd.all_samplers_map = {x.name: x for x in sd.all_samplers}
+        sd.set_samplers()
+    for label in list(webui.adapter.labels()):
+        sd.all_samplers.remove(sd.all_samplers_map.pop(label))
+    monkeypatch.setattr(sd, "add_sampler", add_sampler, raising=False)
+    assert webui.adapter.register() == calls == list(webui.adapter.labels())
+    assert webui.adapter.register() == []
+
+
+def test_settings_section(webui):
+    labels = webui.shared.opts.data_labels
+    for key, default in webui.adapter.OPTION_DEFAULTS.items():
+        assert labels[key].section == ("dode", "D-ODE") and labels[key].default == default
+        assert getattr(webui.shared.opts, key) == default
+    assert webui.shared.opts.dode_auto_distill is False
+
+
+def test_install_py_installs_only_what_is_missing():
+    spec = importlib.util.spec_from_file_location("dode_install_probe", os.path.join(ROOT, "install.py"))
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)  # no WebUI `launch` module here: nothing happens
+    assert install.launch is None and install.main() == []
+    assert install.missing(is_installed=lambda m: m != "tqdm") == ["tqdm"]
+    assert not any("torch" in r for r in install.REQUIREMENTS.values())
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "install.py")], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == ""
+
+
+# ---------------------------------------------------------------- λ lookup
+
+def test_miss_runs_the_stock_sampler_and_logs_once(webui, caplog):
+    sigmas = karras(8)
+    for label, name in EXPECTED.items():
+        p = make_p()
+        with caplog.at_level(logging.WARNING, "dode.webui"):
+            out, _, x = run(webui, label, p, sigmas)
+            run(webui, label, make_p(), sigmas)
+        ref = webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(), disable=True)
+        assert torch.equal(out, ref)
+        assert p.extra_generation_params["D-ODE λ"] == "none"
+        assert caplog.text.count(f"no λ for {label}") == 1
+
+
+def test_lambda_from_models_dir_is_used_with_infotext(webui):
+    sigmas = karras(8)
+    folder = webui.tmp / "models" / "D-ODE"
+    save_entry(webui, folder / "other.safetensors", "euler", sigmas, model="0000000000")  # another checkpoint
+    entry = save_entry(webui, folder / "mine.safetensors", "euler", sigmas, model=webui.ident)
+    p = make_p()
+    out, model, x = run(webui, "Euler (D-ODE)", p, sigmas)
+    ref = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", lambdas=entry.lambdas, extra_args=args(),
+                            disable=True)
+    stock = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True)
+    assert torch.equal(out, ref) and not torch.equal(out, stock)
+    assert p.extra_generation_params["D-ODE λ"] == "mine.safetensors#0"
+    assert model.calls == len(sigmas) - 1
+
+
+def test_lookup_needs_the_exact_grid_cfg_and_sampler(webui):
+    sigmas = karras(8)
+    folder = webui.tmp / "models" / "D-ODE"
+    save_entry(webui, folder / "a.safetensors", "euler", karras(8, sigma_min=0.03), model=webui.ident)
+    save_entry(webui, folder / "b.safetensors", "euler", sigmas, model=webui.ident, cfg=5.0)
+    save_entry(webui, folder / "c.safetensors", "heun", sigmas, model=webui.ident)
+    p = make_p()
+    run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "none"
+
+
+def test_sidecar_next_to_the_checkpoint(webui):
+    sigmas = karras(6)
+    side = webui.ckpt.with_name("toy.dode.safetensors")
+    entry = save_entry(webui, side, "dpmpp_2m", sigmas, model="comfyui-fingerprint", value=0.2)
+    p = make_p()
+    out, _, x = run(webui, "DPM++ 2M (D-ODE)", p, sigmas)
+    ref = webui.core.sample(Gaussian(), x, sigmas, sampler="dpmpp_2m", lambdas=entry.lambdas, extra_args=args(),
+                            disable=True)
+    assert torch.equal(out, ref) and p.extra_generation_params["D-ODE λ"] == "toy.dode.safetensors#0"
+
+
+def test_bad_lambda_file_does_not_break_sampling(webui):
+    folder = webui.tmp / "models" / "D-ODE"
+    folder.mkdir(parents=True)
+    (folder / "broken.safetensors").write_bytes(b"garbage")
+    webui.ckpt.with_name("toy.dode.safetensors").write_bytes(b"garbage")
+    p = make_p()
+    out, _, _ = run(webui, "Euler (D-ODE)", p, karras(5))
+    assert p.extra_generation_params["D-ODE λ"] == "none" and torch.isfinite(out).all()
+
+
+def test_no_hashing_hashes_the_file_once(webui, monkeypatch):
+    webui.info.sha256 = webui.info.shorthash = None
+    webui.shared.cmd_opts.no_hashing = True
+    sigmas = karras(5)
+    save_entry(webui, webui.tmp / "models" / "D-ODE" / "x.safetensors", "euler", sigmas, model=webui.ident)
+    p = make_p()
+    run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "x.safetensors#0"
+    assert (webui.tmp / "models" / "D-ODE" / "sha256-cache.json").is_file()
+    webui.adapter._hash_memo.clear()  # a restart: the disk cache answers, the file is not read again
+    monkeypatch.setattr(webui.adapter, "hashlib", None)
+    assert webui.adapter.checkpoint(p)[0] == webui.ident
+
+
+# ---------------------------------------------------------------- auto-distill, tails, policies
+
+def test_auto_distill_on_first_use_then_reuse(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 4
+    sigmas = karras(6)
+    p1 = make_p()
+    out1, model1, x = run(webui, "Euler (D-ODE)", p1, sigmas)
+    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+    assert path.is_file()
+    assert p1.extra_generation_params["D-ODE λ"] == f"{path.name}#0"
+    teacher_name = webui.lambdas.DEFAULT_TEACHER
+    assert p1.extra_generation_params["D-ODE fit"].startswith(f"{teacher_name} x4, rmse")
+    assert model1.calls > 2 * (len(sigmas) - 1) and model1.step == len(sigmas) - 1  # teacher calls don't count
+    (entry,) = webui.lambdas.load_lambdas(path)
+    assert entry.model == webui.ident and entry.cfg == 7.0 and entry.teacher == teacher_name and entry.scale == 4
+    p2 = make_p()
+    out2, model2, _ = run(webui, "Euler (D-ODE)", p2, sigmas)
+    assert model2.calls == len(sigmas) - 1 and "D-ODE fit" not in p2.extra_generation_params
+    assert p2.extra_generation_params["D-ODE λ"] == f"{path.name}#0"
+    torch.testing.assert_close(out2, out1, rtol=0, atol=1e-5)
+    teacher = webui.core.sample(Gaussian(), x, webui.lambdas.teacher_grid(sigmas, sigmas[1:], 4), sampler=teacher_name,
+                                extra_args=args(), disable=True)
+    stock = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True)
+    assert (out1 - teacher).norm() < (stock - teacher).norm()
+    p3 = make_p(cfg_scale=5.0)  # another CFG scale is another combination: a second entry in the same file
+    run(webui, "Euler (D-ODE)", p3, sigmas)
+    assert p3.extra_generation_params["D-ODE λ"] == f"{path.name}#1"
+
+
+def test_interrupted_distill_writes_nothing(webui):
+    webui.shared.opts.dode_auto_distill = True
+    from modules.sd_samplers_common import InterruptedException
+    p = make_p()
+    with pytest.raises(InterruptedException):
+        run(webui, "Euler (D-ODE)", p, karras(6), interrupt_at=5)
+    assert not (webui.tmp / "models" / "D-ODE").exists() or not list((webui.tmp / "models" / "D-ODE").glob("*.dode*"))
+
+
+def test_tails_use_only_an_exact_tail_entry(webui):
+    webui.shared.opts.dode_auto_distill = True
+    full = karras(10)
+    tail = full[4:]  # img2img with denoise ~0.6: the last steps of the 10-step schedule
+    folder = webui.tmp / "models" / "D-ODE"
+    save_entry(webui, folder / "full.safetensors", "euler", full, model=webui.ident)
+    p = make_p(init_images=["image"])
+    out, model, x = run(webui, "Euler (D-ODE)", p, tail)
+    stock = webui.core.sample(Gaussian(), x, tail, sampler="euler", extra_args=args(), disable=True)
+    assert torch.equal(out, stock) and p.extra_generation_params["D-ODE λ"] == "none"
+    assert model.calls == len(tail) - 1 and not list(folder.glob("*.dode.safetensors"))  # no distill on a tail
+    entry = save_entry(webui, folder / "tail.safetensors", "euler", tail, model=webui.ident, value=0.3)
+    p = make_p(init_images=["image"])
+    out, _, x = run(webui, "Euler (D-ODE)", p, tail)
+    ref = webui.core.sample(Gaussian(), x, tail, sampler="euler", lambdas=entry.lambdas, extra_args=args(),
+                            disable=True)
+    assert torch.equal(out, ref) and p.extra_generation_params["D-ODE λ"] == "tail.safetensors#0"
+
+
+def test_hires_pass_has_its_own_infotext_and_can_distill_tails_when_asked(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_distill_tails = True
+    webui.shared.opts.dode_scale = 2
+    tail = karras(12)[6:]
+    p = make_p(init_images=None)
+    p.extra_generation_params["D-ODE λ"] = "first-pass.safetensors#0"
+    p.is_hr_pass = True
+    run(webui, "Euler (D-ODE)", p, tail)
+    assert p.extra_generation_params["D-ODE λ"] == "first-pass.safetensors#0"
+    assert p.extra_generation_params["Hires D-ODE λ"].endswith(".dode.safetensors#0")
+    assert "Hires D-ODE fit" in p.extra_generation_params
+
+
+def test_error_policy_raises_for_full_schedules_only(webui):
+    webui.shared.opts.dode_miss_policy = "error"
+    with pytest.raises(RuntimeError, match="no λ for Euler"):
+        run(webui, "Euler (D-ODE)", make_p(), karras(6))
+    p = make_p(init_images=["image"])
+    run(webui, "Euler (D-ODE)", p, karras(10)[5:])
+    assert p.extra_generation_params["D-ODE λ"] == "none"
+
+
+def test_refiner_runs_stock(webui):
+    sigmas = karras(6)
+    save_entry(webui, webui.tmp / "models" / "D-ODE" / "x.safetensors", "euler", sigmas, model=webui.ident)
+    p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=0.8)
+    run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "none"
+
+
+def test_unusable_grid_for_distill_falls_back_to_stock(webui):
+    webui.shared.opts.dode_auto_distill = True
+    p = make_p()
+    out, _, _ = run(webui, "Euler (D-ODE)", p, torch.tensor([14.6, 0.0]))  # one step: nothing to fit
+    assert p.extra_generation_params["D-ODE λ"] == "none" and torch.isfinite(out).all()
+
+
+def test_flow_models_pass_flow_to_the_core(webui):
+    labels = {name: label for label, name in webui.adapter.labels().items()}
+    name = next((n for n in ("dpmpp_3m", "dpmpp_2s") if n in labels), None)
+    if name is None:
+        pytest.skip("no flow-dependent sampler in this core")
+    sigmas = torch.linspace(1.0, 0.02, 7).tolist() + [0.0]
+    sigmas = torch.tensor(sigmas)
+    p = make_p()
+    out, model, x = run(webui, labels[name], p, sigmas, sigma_max=1.0)  # a Flux/SD3-like model: σ in (0, 1]
+    assert webui.adapter.is_flow(model)
+    ref = webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(), disable=True, flow=True)
+    assert torch.equal(out, ref)
+    assert not webui.adapter.is_flow(Gaussian())
+
+
+def test_sidecars_are_not_listed_as_checkpoints(webui):
+    from modules import sd_models
+    sd_models.models_files[:] = ["/m/toy.safetensors", "/m/toy.dode.safetensors"]
+    sd_models.list_models.__wrapped__()  # the list the WebUI built before the script loaded
+    assert "toy.dode.safetensors" in sd_models.checkpoints_list
+    webui.adapter.hide_sidecars()
+    assert list(sd_models.checkpoints_list) == ["toy.safetensors"]
+    assert set(sd_models.checkpoint_aliases) == {"toy.safetensors", "toy"}
+    sd_models.list_models()  # a refresh
+    assert list(sd_models.checkpoints_list) == ["toy.safetensors"]
+    load_script()  # Reload UI: wrapped once only
+    assert not getattr(sd_models.list_models.__wrapped__, "dode_prunes_sidecars", False)

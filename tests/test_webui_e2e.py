@@ -1,0 +1,229 @@
+"""End-to-end: a real WebUI (A1111 1.10.x or Forge) started headless on CPU with this repo as an extension.
+
+Skipped unless WEBUI_DIR points at a WebUI checkout whose environment is installed (see docs/webui.md, "Testing").
+- WEBUI_PYTHON: the WebUI's python (default: WEBUI_DIR/venv/bin/python, else this python);
+- WEBUI_ARGS: extra launch flags (default: A1111's CPU flags; Forge: "--always-cpu --skip-torch-cuda-test
+  --skip-version-check");
+- WEBUI_E2E_TXT2IMG=1: also loads a checkpoint (WEBUI_CKPT, default A1111's test/test_files/empty.pt, random weights)
+  and runs txt2img with "Euler (D-ODE)" and auto-distill. A1111 builds its CLIP text encoder from the local folder
+  openai/clip-vit-large-patch14/ in its working directory; offline, this test writes one there (tokenizer files made
+  from the BPE table that open_clip ships in the WebUI's environment, and a ViT-L/14 config), unless WEBUI_CLIP_DIR
+  names a working directory that already has it.
+
+The WebUI runs with --data-dir in a temporary folder whose extensions/ links to this repo, so WEBUI_DIR is not
+modified. The samplers must appear in /sdapi/v1/samplers, and the settings must be accepted by /sdapi/v1/options.
+"""
+import gzip
+import importlib
+import importlib.machinery
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEBUI_DIR = os.environ.get("WEBUI_DIR")
+pytestmark = pytest.mark.skipif(not WEBUI_DIR, reason="set WEBUI_DIR to a WebUI checkout to run the e2e test")
+DEFAULT_ARGS = "--use-cpu all --skip-torch-cuda-test --no-half --skip-version-check"
+START_TIMEOUT = float(os.environ.get("WEBUI_START_TIMEOUT", "300"))
+
+
+def core_package(name="_dode_e2e"):
+    """This repo as a bare package (as scripts/dode_webui.py loads it), with samplers, lambdas and webui imported."""
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [ROOT]
+        pkg = types.ModuleType(name)
+        pkg.__spec__, pkg.__path__, pkg.__package__ = spec, [ROOT], name
+        sys.modules[name] = pkg
+    for sub in ("samplers", "lambdas", "webui"):
+        importlib.import_module(f"{name}.{sub}")
+    return sys.modules[name]
+
+
+def expected_labels():
+    """The labels the adapter registers, computed by the adapter itself (loaded without any WebUI module)."""
+    return core_package().webui.labels()
+
+
+def byte_chars():
+    """The byte-to-character table of CLIP's BPE (printable bytes map to themselves, the rest above 255)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + k) for k in range(len(rest))]
+
+
+def write_clip_folder(cwd, python):
+    """openai/clip-vit-large-patch14/ (tokenizer + config, no weights) under ``cwd``, built offline."""
+    folder = os.path.join(cwd, "openai", "clip-vit-large-patch14")
+    os.makedirs(folder, exist_ok=True)
+    where = subprocess.run([python, "-c", "import open_clip, os; print(os.path.dirname(open_clip.__file__))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    with gzip.open(os.path.join(where, "bpe_simple_vocab_16e6.txt.gz"), "rt", encoding="utf-8") as f:
+        merges = f.read().split("\n")[1:49152 - 256 - 2 + 1]
+    chars = byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges] + \
+        ["<|startoftext|>", "<|endoftext|>"]
+    assert len(tokens) == 49408
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>"}
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({**special, "model_max_length": 77, "do_lower_case": True, "tokenizer_class": "CLIPTokenizer"}, f)
+    with open(os.path.join(folder, "special_tokens_map.json"), "w") as f:
+        json.dump(special, f)
+    text = {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+            "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu", "projection_dim": 768,
+            "layer_norm_eps": 1e-5, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1}
+    vision = {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24,
+              "patch_size": 14, "image_size": 224, "projection_dim": 768, "hidden_act": "quick_gelu"}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": 768,
+                   "text_config": text, "vision_config": vision}, f)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url, payload=None, timeout=30):
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    webui = os.path.abspath(WEBUI_DIR)
+    python = os.environ.get("WEBUI_PYTHON") or next(
+        (p for p in (os.path.join(webui, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
+    data = tmp_path_factory.mktemp("webui-data")
+    (data / "extensions").mkdir()
+    os.symlink(ROOT, data / "extensions" / "dode")
+    checkpoints = data / "models" / "Stable-diffusion"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
+    core = core_package()
+    entry = core.lambdas.LambdaEntry(sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1],
+                                     model="e2e")
+    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [entry])  # a real λ sidecar
+    port = free_port()
+    args = [python, os.path.join(webui, "launch.py"), "--skip-prepare-environment", "--api", "--nowebui",
+            "--skip-load-model-at-start", "--no-download-sd-model", "--port", str(port), "--data-dir", str(data),
+            *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
+    txt2img = os.environ.get("WEBUI_E2E_TXT2IMG") == "1"
+    if txt2img:
+        ckpt = os.environ.get("WEBUI_CKPT", os.path.join(webui, "test", "test_files", "empty.pt"))
+        args += ["--ckpt", ckpt, "--do-not-download-clip", "--disable-nan-check"]
+    cwd = os.environ.get("WEBUI_CLIP_DIR") or str(data)  # transformers finds openai/clip-vit-large-patch14 in cwd
+    if txt2img and not os.environ.get("WEBUI_CLIP_DIR"):
+        write_clip_folder(cwd, python)
+    log_path = data / "webui.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the WebUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                request(base + "/sdapi/v1/samplers", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the WebUI did not answer in {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(2)
+        yield types.SimpleNamespace(base=base, data=data, log=log_path, txt2img=txt2img)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the process group of the WebUI started above
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def test_samplers_are_listed(server):
+    samplers = {s["name"]: s for s in request(server.base + "/sdapi/v1/samplers")}
+    labels = expected_labels()
+    assert {"Euler (D-ODE)", "Heun (D-ODE)", "DPM++ 2M (D-ODE)"} <= set(labels)
+    missing = [label for label in labels if label not in samplers]
+    assert not missing, f"not in /sdapi/v1/samplers: {missing}\n{server.log.read_text()[-3000:]}"
+    for label, name in labels.items():
+        assert f"dode_{name}" in samplers[label]["aliases"]
+    assert str(samplers["Heun (D-ODE)"]["options"].get("second_order")) == "True"
+    assert "Error loading script: dode_webui.py" not in server.log.read_text()
+
+
+def test_settings_are_registered(server):
+    # GET /sdapi/v1/options only lists the options known when the API module was imported (its pydantic model), so
+    # settings added through on_ui_settings are checked by setting them: an unknown key fails in opts.set.
+    request(server.base + "/sdapi/v1/options", {"dode_scale": 3, "dode_miss_policy": "stock sampler, log once"})
+    with pytest.raises(urllib.error.HTTPError):
+        request(server.base + "/sdapi/v1/options", {"dode_no_such_option": 1})
+    request(server.base + "/sdapi/v1/options", {"dode_scale": 10})
+
+
+def test_sidecars_are_not_listed_as_checkpoints(server):
+    names = [m["filename"] for m in request(server.base + "/sdapi/v1/sd-models")]
+    assert any(n.endswith("e2e.ckpt") for n in names) and not any(n.endswith(".dode.safetensors") for n in names)
+
+
+def test_txt2img_auto_distills_then_reuses(server):
+    if not server.txt2img:
+        pytest.skip("set WEBUI_E2E_TXT2IMG=1 to run generations")
+    payload = {"prompt": "a photo of a cat", "sampler_name": "Euler (D-ODE)", "scheduler": "Karras", "steps": 4,
+               "width": 64, "height": 64, "cfg_scale": 5, "seed": 1,
+               "override_settings": {"dode_auto_distill": True, "dode_scale": 2},
+               "override_settings_restore_afterwards": False}
+    first = json.loads(request(server.base + "/sdapi/v1/txt2img", payload, timeout=900)["info"])
+    text = first["infotexts"][0]
+    assert "Sampler: Euler (D-ODE)" in text and "D-ODE λ: " in text and "D-ODE fit: " in text, text
+    files = list((server.data / "models" / "D-ODE").glob("*.dode.safetensors"))
+    assert len(files) == 1 and first["sd_model_hash"] in files[0].name
+    second = json.loads(request(server.base + "/sdapi/v1/txt2img", payload, timeout=900)["info"])
+    text2 = second["infotexts"][0]
+    assert f"D-ODE λ: {files[0].name}#0" in text2 and "D-ODE fit" not in text2, text2
+    img2img = {**payload, "init_images": [first_image(server, payload)], "denoising_strength": 0.5}
+    tail = json.loads(request(server.base + "/sdapi/v1/img2img", img2img, timeout=900)["info"])["infotexts"][0]
+    assert "D-ODE λ: none" in tail, tail  # a tail of another grid: stock sampler, no fit (tails option off)
+    assert len(list((server.data / "models" / "D-ODE").glob("*.dode.safetensors"))) == 1
+
+    # without λ a D-ODE sampler is the stock sampler: same image as the WebUI's own DPM++ 2M
+    payload.update(sampler_name="DPM++ 2M (D-ODE)", override_settings={"dode_auto_distill": False})
+    ours = request(server.base + "/sdapi/v1/txt2img", payload, timeout=900)
+    text = json.loads(ours["info"])["infotexts"][0]
+    assert "Sampler: DPM++ 2M (D-ODE)" in text and "D-ODE λ: none" in text, text
+    stock = request(server.base + "/sdapi/v1/txt2img", {**payload, "sampler_name": "DPM++ 2M"}, timeout=900)
+    assert pixels(ours["images"][0]) == pixels(stock["images"][0])
+
+
+def first_image(server, payload):
+    return request(server.base + "/sdapi/v1/txt2img", {**payload, "sampler_name": "Euler"}, timeout=900)["images"][0]
+
+
+def pixels(b64):
+    """Decoded pixel bytes of a base64 PNG (the PNG itself differs: its infotext names the sampler)."""
+    import base64
+    import io
+    Image = pytest.importorskip("PIL.Image")
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").tobytes()

@@ -1,0 +1,1 @@
+"""Stub of the WebUI's `modules` package (tests only)."""
