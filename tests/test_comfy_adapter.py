@@ -451,6 +451,8 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
     on_copy.cached_patcher_init = (object, (str(copy), {}))
     assert ident.fingerprint(on_copy).key == f.key
     save_file({"w": torch.arange(1000, dtype=torch.float32) + 1}, str(copy))
+    stat = os.stat(copy)  # a real rewrite lands on a later mtime tick; a coarse clock may not show it here
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert ident.fingerprint(on_copy).key != f.key
 
 
