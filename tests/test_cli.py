@@ -40,3 +40,11 @@ def test_bench_rows_and_json(tmp_path):
     assert euler5["rmse_dode"] < euler5["rmse_stock"] and euler5["fd_dode"] < euler5["fd_stock"]
     write_json(result, tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["lambdas"] == euler5["lambdas"]
+
+
+def test_alignment_ablation_fits_one_lambda_per_evaluation():
+    from dode.benchmarks.alignment import index_matched_lambdas
+    from dode.bench import grid, noise
+    from dode.testbed import load_tiny_model
+    lambdas = index_matched_lambdas(load_tiny_model(), noise(8, 0), grid(3), "heun", 2)
+    assert len(lambdas) == dode.nfe("heun", grid(3)) and lambdas[0] == 0 and lambdas.abs().sum() > 0
