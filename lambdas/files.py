@@ -5,6 +5,11 @@ evaluation) and ``"{k}.sigmas"`` (the exact σ grid it was fitted on), and its m
 header: ``{"format": "dode.lambdas", "format_version": "1", "dode_version": ..., "entries": "[{...}, ...]"}``.
 λ follows the paper's convention, D~ = D + λ (D − D_prev), and is valid only for the model, sampler, σ grid and CFG
 scale it was fitted on, so lookups compare all four and never return an entry that differs in any of them.
+
+An entry names its model by ``model`` (the identity of the host that fitted it) and, optionally, by ``aliases``:
+further identities of exactly the same model, e.g. the checkpoint's AutoV2 hash next to a ComfyUI fingerprint, so that
+another host finds it. A lookup passes every identity it accepts and matches if any equals ``model`` or an alias.
+Files without ``aliases`` (older dode) load with none; older dode ignores the field.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ class LambdaEntry:
     sigmas: torch.Tensor
     lambdas: torch.Tensor
     model: str = ""
+    aliases: list = field(default_factory=list)
     cfg: float | None = None
     teacher: str | None = None
     scale: int | None = None
@@ -54,8 +60,16 @@ class LambdaEntry:
         self.sigmas = torch.as_tensor(self.sigmas).detach().double().cpu().flatten()
         self.lambdas = torch.as_tensor(self.lambdas).detach().double().cpu().flatten()
         self.cfg = None if self.cfg is None else float(self.cfg)
+        if not isinstance(self.aliases, (list, tuple)) or not all(isinstance(a, str) and a for a in self.aliases):
+            raise ValueError(f"aliases must be a list of non-empty strings, got {self.aliases!r}")
+        self.aliases = list(self.aliases)
         self.created = self.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.validate()
+
+    @property
+    def ids(self):
+        """Every model identity this entry serves: ``model`` and its aliases."""
+        return {self.model, *self.aliases}
 
     @property
     def steps(self):
@@ -81,17 +95,20 @@ class LambdaEntry:
         return len(sigmas) == len(self.sigmas) and torch.allclose(sigmas, self.sigmas, rtol=SIGMA_RTOL, atol=1e-8)
 
     def same_target(self, other):
-        """True if both entries are for the same model, sampler, σ grid and CFG scale (one replaces the other)."""
-        return (self.model, self.sampler, self.cfg) == (other.model, other.sampler, other.cfg) and \
+        """True if both entries are for the same model (a shared identity), sampler, σ grid and CFG scale (one
+        replaces the other)."""
+        return (self.sampler, self.cfg) == (other.sampler, other.cfg) and bool(self.ids & other.ids) and \
             self.same_grid(other.sigmas)
 
     def describe(self):
         cfg = "no cfg" if self.cfg is None else f"cfg {self.cfg:g}"
+        aka = f" (alias {', '.join(self.aliases)})" if self.aliases else ""
         return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}, {cfg}, "
-                f"model {self.model or '(unset)'}")
+                f"model {self.model or '(unset)'}{aka}")
 
     def meta(self):
-        return {"sampler": self.sampler, "steps": self.steps, "model": self.model, "cfg": self.cfg,
+        return {"sampler": self.sampler, "steps": self.steps, "model": self.model, "aliases": self.aliases,
+                "cfg": self.cfg,
                 "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
                 "metrics": self.metrics, "created": self.created, "dode_version": self.dode_version}
 
@@ -178,7 +195,7 @@ def parse_entry(path, k, meta, tensors):
     missing = [n for n in names if n not in tensors]
     if missing or not isinstance(meta, dict):
         raise LambdaFileError(f"{path}: entry {k} is incomplete (missing {', '.join(missing) or 'metadata'})")
-    fields = {key: meta.get(key) for key in ("model", "cfg", "teacher", "scale", "first_step", "metrics",
+    fields = {key: meta.get(key) for key in ("model", "aliases", "cfg", "teacher", "scale", "first_step", "metrics",
                                              "created", "dode_version") if meta.get(key) is not None}
     try:
         entry = LambdaEntry(sampler=meta.get("sampler"), lambdas=tensors[names[0]], sigmas=tensors[names[1]], **fields)
@@ -192,27 +209,29 @@ def parse_entry(path, k, meta, tensors):
 def find_lambdas(entries, sampler, sigmas, model=None, cfg=None, source="the λ entries"):
     """The entry fitted for exactly this sampler, σ grid, model and CFG scale, else LambdaNotFound.
 
-    ``model=None`` accepts any model identity; ``cfg`` must equal the entry's (both None for an unguided fit)."""
+    ``model`` is one identity or a sequence of acceptable ones (an entry matches if its ``model`` or an alias is among
+    them); ``None`` accepts any. ``cfg`` must equal the entry's (both None for an unguided fit)."""
     cfg = None if cfg is None else float(cfg)
+    models = None if model is None else {model} if isinstance(model, str) else set(model)
     misses = []
     for k, entry in enumerate(entries):
-        why = mismatch(entry, sampler, sigmas, model, cfg)
+        why = mismatch(entry, sampler, sigmas, models, cfg)
         if why is None:
             return entry
         misses.append(f"entry {k} ({entry.describe()}): {why}")
     want = (f"{sampler}, {len(sigmas) - 1} steps, σ {float(sigmas[0]):.4g}→{float(sigmas[-1]):.4g}, "
-            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" + ("" if model is None else f", model {model}"))
+            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" + ("" if models is None else f", model {' or '.join(sorted(models))}"))
     near = "; ".join(misses) if misses else "it is empty"
     raise LambdaNotFound(f"no λ for {want} in {source}: {near}. λ is only valid for the exact model, sampler, σ grid "
                          "and CFG scale it was fitted on; distill λ for this setting (dode.distill or the Distill λ "
                          "node)")
 
 
-def mismatch(entry, sampler, sigmas, model, cfg):
-    """Why ``entry`` does not serve the request, or None if it does."""
+def mismatch(entry, sampler, sigmas, models, cfg):
+    """Why ``entry`` does not serve the request (``models``: the accepted identities, None for any), or None."""
     if entry.sampler != sampler:
         return f"sampler {entry.sampler}"
-    if model is not None and entry.model != model:
+    if models is not None and not models & entry.ids:
         return f"another model ({entry.model or 'unset'})"
     if len(sigmas) - 1 != entry.steps:
         return f"{entry.steps} steps, not {len(sigmas) - 1}"

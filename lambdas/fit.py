@@ -130,14 +130,16 @@ class DistillResult:
     teacher_samples: torch.Tensor
     report: FitReport
 
-    def entry(self, model="", cfg=None, **extra):
-        """This fit as a λ-file entry for ``model`` (a host-supplied identity) and CFG scale ``cfg``."""
+    def entry(self, model="", cfg=None, aliases=(), **extra):
+        """This fit as a λ-file entry for ``model`` (a host-supplied identity, plus ``aliases`` of the same model) and
+        CFG scale ``cfg``; ``extra`` goes into the metrics."""
         metrics = {"rmse_stock": self.report.rmse_stock, "rmse_before": self.report.rmse_before,
                    "rmse_dode": self.report.rmse_after, "batch": int(self.samples.shape[0]),
                    "fit_seconds": round(self.report.seconds, 3), **extra}
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-        return LambdaEntry(sampler=self.sampler, sigmas=self.sigmas, lambdas=self.lambdas, model=model, cfg=cfg,
-                           teacher=self.teacher, scale=self.scale, first_step=self.first_step, metrics=metrics)
+        return LambdaEntry(sampler=self.sampler, sigmas=self.sigmas, lambdas=self.lambdas, model=model,
+                           aliases=list(aliases), cfg=cfg, teacher=self.teacher, scale=self.scale,
+                           first_step=self.first_step, metrics=metrics)
 
 
 def check_fit_args(sampler, teacher, scale, first_step, clamp):

@@ -1,10 +1,72 @@
-"""A λ store: folders (and single files) of λ files, indexed once and re-read only when a file changes."""
+"""A λ store: folders (and single files) of λ files, indexed once and re-read only when a file changes; and the
+checkpoint identity every host can compute, the AutoV2 hash."""
 import glob
+import hashlib
+import json
+import logging
 import os
+import tempfile
+import threading
 
 from .files import LambdaFileError, LambdaNotFound, as_entries, find_lambdas, load_lambdas, save_lambdas
 
 SUFFIX = ".safetensors"
+log = logging.getLogger("dode")
+_hash_lock = threading.Lock()
+_hash_memo = {}  # (realpath, size, mtime_ns) -> sha256 hex
+
+
+def autov2(path, cache=None):
+    """The checkpoint's AutoV2 hash (the WebUI's short hash: the first 10 hex digits of the file's sha256), the
+    model identity shared by all hosts. The sha256 is memoised per (real path, size, mtime) in memory and, if
+    ``cache`` names a JSON file, on disk (written atomically), so a file is read in full once per version."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    stamp = [stat.st_size, stat.st_mtime_ns]
+    with _hash_lock:
+        digest = _hash_memo.get((real, *stamp))
+        if digest is None:
+            digest = cached_sha256(real, stamp, cache)
+            _hash_memo[(real, *stamp)] = digest
+    return digest[:10]
+
+
+def cached_sha256(real, stamp, cache):
+    """The sha256 of ``real`` from the JSON ``cache`` ({real path: [size, mtime_ns, sha256]}) if the stamp agrees,
+    else hashed (streamed) and written back."""
+    disk = {}
+    if cache:
+        try:
+            with open(cache, encoding="utf-8") as f:
+                disk = json.load(f)
+        except (OSError, ValueError):
+            pass
+    known = disk.get(real) if isinstance(disk, dict) else None
+    if isinstance(known, list) and known[:2] == stamp and len(known) == 3:
+        return known[2]
+    log.info("[dode] hashing %s (%.2f GB) for its AutoV2; once per file version", real, stamp[0] / 1e9)
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if cache:
+        disk = disk if isinstance(disk, dict) else {}
+        disk[real] = stamp + [digest]
+        folder = os.path.dirname(os.path.abspath(cache))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".dode-", suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(disk, f)
+                os.replace(tmp, cache)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as e:
+            log.warning("[dode] could not write the hash cache %s: %s", cache, e)
+    return digest
 
 
 class LambdaStore:
@@ -39,7 +101,8 @@ class LambdaStore:
         return cached[1]
 
     def lookup(self, model, sampler, sigmas, cfg=None):
-        """``(entry, path)`` for the first file with a matching entry, else ``(None, reason)``."""
+        """``(entry, path)`` for the first file with a matching entry, else ``(None, reason)``. ``model``: one
+        identity or a sequence of acceptable ones (see find_lambdas)."""
         reasons = []
         for path in self.paths():
             entries = self.entries(path)
@@ -55,7 +118,8 @@ class LambdaStore:
         return None, reasons[0] if len(reasons) == 1 else f"no match in {len(reasons)} λ files in {where}"
 
     def add(self, path, fit_or_entry, **meta):
-        """Merges entries into the λ file ``path`` (replacing any for the same target), atomically."""
+        """Merges entries into the λ file ``path`` (replacing any for the same target, i.e. sharing a model identity
+        and the sampler, σ grid and cfg), atomically."""
         new = as_entries(fit_or_entry, **meta)
         old = load_lambdas(path) if os.path.exists(path) else []
         kept = [e for e in old if not any(e.same_target(n) for n in new)]

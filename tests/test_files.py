@@ -135,3 +135,56 @@ def test_store_rereads_a_changed_file(tmp_path):
     assert store.lookup("model-a", "euler", karras_sigmas(5), cfg=2.0)[0] is None
     dode.save_lambdas(path, entry(cfg=2.0))
     assert store.lookup("model-a", "euler", karras_sigmas(5), cfg=2.0)[0] is not None
+
+
+def test_aliases_roundtrip_match_and_validate(tmp_path):
+    path = dode.save_lambdas(tmp_path / "m.safetensors", [entry(model="fp1-abc", aliases=["0123456789"]), entry()])
+    aliased, plain = dode.load_lambdas(path)
+    assert aliased.aliases == ["0123456789"] and plain.aliases == []
+    assert "alias 0123456789" in aliased.describe()
+    sigmas = karras_sigmas(5)
+    for model in ("fp1-abc", "0123456789", ["other", "0123456789"], ("fp1-abc",)):
+        assert dode.find_lambdas([aliased], "euler", sigmas, model=model, cfg=7.0) is aliased
+    with pytest.raises(dode.LambdaNotFound, match=r"model 0123456789 or fp1-zzz.*another model \(model-a\)"):
+        dode.find_lambdas([plain], "euler", sigmas, model=["fp1-zzz", "0123456789"], cfg=7.0)
+    # a file written before aliases existed (no "aliases" key) still loads
+    old = write_raw(tmp_path / "old.safetensors", GOOD, format="dode.lambdas", format_version="1",
+                    entries=[{"sampler": "euler", "steps": 5, "model": "m"}])
+    assert dode.load_lambdas(old)[0].aliases == []
+    for bad in ("0123456789", [1], [""]):
+        write_raw(tmp_path / "bad.safetensors", GOOD, format="dode.lambdas", format_version="1",
+                  entries=[{"sampler": "euler", "steps": 5, "aliases": bad}])
+        with pytest.raises(dode.LambdaFileError, match="aliases must be a list of non-empty strings"):
+            dode.load_lambdas(tmp_path / "bad.safetensors")
+
+
+def test_store_replaces_entries_that_share_an_identity(tmp_path):
+    path = tmp_path / "x.safetensors"
+    store = dode.LambdaStore(files=[path])
+    store.add(path, entry(model="fp1-abc", aliases=["0123456789"]))
+    store.add(path, entry(model="fp1-lora"))                       # another model: kept side by side
+    store.add(path, entry(model="0123456789", metrics={"v": 2}))   # the same checkpoint by its AutoV2: replaces
+    assert [(e.model, e.metrics) for e in dode.load_lambdas(path)] == [("fp1-lora", {}), ("0123456789", {"v": 2})]
+    found, where = store.lookup(["fp1-abc", "0123456789"], "euler", karras_sigmas(5), cfg=7.0)
+    assert found.model == "0123456789" and where == str(path)
+
+
+def test_autov2_is_the_webui_short_hash_memoised_in_memory_and_on_disk(tmp_path, monkeypatch, caplog):
+    import hashlib
+    from dode.lambdas import store as store_mod
+    ckpt = tmp_path / "ckpt.safetensors"
+    ckpt.write_bytes(os.urandom(3 << 20))
+    cache = tmp_path / "lambdas" / "sha256-cache.json"
+    with caplog.at_level("INFO", logger="dode"):
+        assert dode.lambdas.autov2(ckpt, cache=cache) == hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10]
+    assert "hashing" in caplog.text and sorted(os.listdir(cache.parent)) == ["sha256-cache.json"]
+    monkeypatch.setattr(store_mod, "hashlib", None)  # neither the memo nor, after a restart, the disk cache hashes
+    assert dode.lambdas.autov2(ckpt, cache=cache) == dode.lambdas.autov2(str(ckpt))
+    monkeypatch.setattr(store_mod, "_hash_memo", {})
+    first = dode.lambdas.autov2(ckpt, cache=cache)
+    monkeypatch.undo()
+    ckpt.write_bytes(b"rewritten")
+    stat = os.stat(ckpt)
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert dode.lambdas.autov2(ckpt, cache=cache) == hashlib.sha256(b"rewritten").hexdigest()[:10] != first
+    assert len(json.loads(cache.read_text())) == 1
