@@ -263,8 +263,9 @@ def test_no_hashing_hashes_the_file_once(webui, monkeypatch):
     run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "x.safetensors#0"
     assert (webui.tmp / "models" / "D-ODE" / "sha256-cache.json").is_file()
-    webui.adapter._hash_memo.clear()  # a restart: the disk cache answers, the file is not read again
-    monkeypatch.setattr(webui.adapter, "hashlib", None)
+    store = sys.modules[PKG + ".lambdas.store"]
+    store._hash_memo.clear()  # a restart: the disk cache answers, the file is not read again
+    monkeypatch.setattr(store, "hashlib", None)
     assert webui.adapter.checkpoint(p)[0] == webui.ident
 
 

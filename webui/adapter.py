@@ -4,7 +4,8 @@ Per call of a D-ODE sampler (txt2img, img2img, each Hires pass):
 
 1. identity: the checkpoint's AutoV2 hash (``sd_checkpoint_info.shorthash``; under ``--no-hashing`` the file is
    hashed here, once per file version);
-2. lookup of the exact (model, sampler, σ grid, CFG) in ``models/D-ODE/*.safetensors``, then in the checkpoint's
+2. lookup of the exact (model, sampler, σ grid, CFG) in ``models/D-ODE/*.safetensors`` (an entry matches if its model
+   or one of its aliases is the AutoV2: ComfyUI records the AutoV2 as an alias), then in the checkpoint's
    sidecar ``<checkpoint stem>.dode.safetensors`` (the sidecar also accepts entries of another model identity, since
    its location already names the checkpoint, so a file written by another host works);
 3. on a miss: auto-distill when enabled and the schedule is a full one (txt2img; tails only with the tails option),
@@ -14,14 +15,12 @@ Per call of a D-ODE sampler (txt2img, img2img, each Hires pass):
 
 The infotext gets ``D-ODE λ: <file>#<entry>`` (``Hires D-ODE λ`` for the Hires pass) or ``none``.
 """
-import hashlib
-import json
 import logging
 import os
 
 import torch
 
-from ..lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, LambdaStore, distill
+from ..lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, LambdaStore, autov2, distill
 from ..samplers import SAMPLER_NAMES, SOLVERS, nfe, sample
 
 log = logging.getLogger("dode.webui")
@@ -45,7 +44,6 @@ STOCK_OPTION_KEYS = ("scheduler",)  # options copied from the stock WebUI sample
 
 _stores = {}
 _logged = set()
-_hash_memo = {}
 
 
 # ---------------------------------------------------------------- registration
@@ -182,42 +180,6 @@ def on_ui_settings():
 
 # ---------------------------------------------------------------- identity and files
 
-def file_sha256(path):
-    """Full-file sha256, memoised per (path, size, mtime) in memory and in models/D-ODE/sha256-cache.json."""
-    st = os.stat(path)
-    stamp = [st.st_size, st.st_mtime_ns]
-    key = os.path.abspath(path)
-    memo = _hash_memo.get(key)
-    if memo and memo[0] == stamp:
-        return memo[1]
-    cache_path = os.path.join(lambda_dir(), "sha256-cache.json")
-    try:
-        with open(cache_path, encoding="utf-8") as f:
-            disk = json.load(f)
-    except (OSError, ValueError):
-        disk = {}
-    if isinstance(disk.get(key), list) and disk[key][:2] == stamp:
-        digest = disk[key][2]
-    else:
-        log.info("D-ODE: hashing %s (the WebUI runs with --no-hashing; done once per file version)", path)
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
-        disk[key] = stamp + [digest]
-        try:
-            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            tmp = cache_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(disk, f)
-            os.replace(tmp, cache_path)
-        except OSError as e:
-            log.warning("D-ODE: could not write %s: %s", cache_path, e)
-    _hash_memo[key] = (stamp, digest)
-    return digest
-
-
 def checkpoint(p):
     """(AutoV2 hash or None, CheckpointInfo or None) of the model being sampled."""
     from modules import shared
@@ -225,9 +187,9 @@ def checkpoint(p):
     info = getattr(sd_model, "sd_checkpoint_info", None)
     short = getattr(info, "shorthash", None) or (getattr(info, "sha256", None) or "")[:10] or None
     filename = getattr(info, "filename", None)
-    if short is None and filename and os.path.isfile(filename):
-        short = file_sha256(filename)[:10]
-    return short, info
+    if short is None and filename and os.path.isfile(filename):  # --no-hashing
+        short = autov2(filename, cache=os.path.join(lambda_dir(), "sha256-cache.json"))
+    return (short.lower() if short else None), info
 
 
 def lambda_dir():
