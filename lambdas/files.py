@@ -220,7 +220,8 @@ def find_lambdas(entries, sampler, sigmas, model=None, cfg=None, source="the λ 
             return entry
         misses.append(f"entry {k} ({entry.describe()}): {why}")
     want = (f"{sampler}, {len(sigmas) - 1} steps, σ {float(sigmas[0]):.4g}→{float(sigmas[-1]):.4g}, "
-            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" + ("" if models is None else f", model {' or '.join(sorted(models))}"))
+            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" +
+            ("" if models is None else f", model {' or '.join(sorted(models))}"))
     near = "; ".join(misses) if misses else "it is empty"
     raise LambdaNotFound(f"no λ for {want} in {source}: {near}. λ is only valid for the exact model, sampler, σ grid "
                          "and CFG scale it was fitted on; distill λ for this setting (dode.distill or the Distill λ "

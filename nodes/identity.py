@@ -11,6 +11,11 @@ ComfyUI's MODEL carries no file hash, so the fingerprint is built from what it d
 - **sampling**: the model_sampling type and parameters (σ range, shift, multiplier, the discrete σ table), so
   ModelSamplingSD3/Flux/Discrete overrides change it.
 
+When the model is exactly its checkpoint file (the path is known, no weight or hook patches, no ``model_sampling``
+object patch, i.e. no ModelSampling* node), the identity also carries the file's AutoV2 hash as an alias: the WebUI's
+identity for the same checkpoint, so λ files work in both hosts. It is hashed once per file version (memoised, and
+cached on disk next to the λ files).
+
 Only ``torch`` and the ModelPatcher's attributes are used (no ``comfy`` import), so this module is testable on its
 own. Everything is memoised: a lookup after the first costs microseconds to milliseconds.
 """
@@ -23,6 +28,8 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+
+from ..lambdas import autov2
 
 VERSION = "dode-fp1"
 IDENTITY_MODES = ("full", "ignore_patches")
@@ -45,17 +52,25 @@ class ModelIdentity:
     base: str        # "file:<hex>" or "weights:<hex>"
     patches: str     # "none", "ignored" or "<count>:<hex>"
     sampling: str    # e.g. "ModelSamplingDiscreteFlow+CONST(shift=3, multiplier=1000, σ 0.0029→1)"
+    aliases: tuple = ()  # (AutoV2,) when the model is exactly its checkpoint file, else ()
+
+    @property
+    def ids(self):
+        """Every identity a λ entry for this model may carry (lookups accept any of them)."""
+        return (self.key, *self.aliases)
 
     def describe(self):
-        return f"{self.key} ({self.name}; {self.base[:20]}; patches {self.patches[:16]}; {self.sampling})"
+        aka = f"; AutoV2 {self.aliases[0]}" if self.aliases else ""
+        return f"{self.key} ({self.name}; {self.base[:20]}; patches {self.patches[:16]}; {self.sampling}{aka})"
 
     def as_meta(self):
         return {"model_name": self.name, "model_base": self.base, "model_patches": self.patches,
                 "model_sampling": self.sampling}
 
 
-def fingerprint(patcher, mode="full"):
-    """The identity of a ComfyUI ModelPatcher (memoised on the base model, the patch set and model_sampling)."""
+def fingerprint(patcher, mode="full", hash_cache=None):
+    """The identity of a ComfyUI ModelPatcher (memoised on the base model, the patch set and model_sampling).
+    ``hash_cache``: the JSON file that keeps checkpoint hashes across restarts (see ``checkpoint_alias``)."""
     if mode not in IDENTITY_MODES:
         raise ValueError(f"identity mode must be one of {IDENTITY_MODES}, got {mode!r}")
     path = checkpoint_path(patcher)
@@ -65,7 +80,18 @@ def fingerprint(patcher, mode="full"):
     payload = json.dumps([VERSION, base, patches, sampling], ensure_ascii=True)
     key = "fp1-" + hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
     name = os.path.splitext(os.path.basename(path))[0] if path else "model"
-    return ModelIdentity(key=key, name=name, base=base, patches=patches, sampling=sampling)
+    return ModelIdentity(key=key, name=name, base=base, patches=patches, sampling=sampling,
+                         aliases=checkpoint_alias(patcher, path, hash_cache))
+
+
+def checkpoint_alias(patcher, path, hash_cache=None):
+    """``(AutoV2,)`` if the model is exactly the checkpoint file ``path`` (no weight or hook patches, model_sampling
+    not replaced by an object patch, as every ModelSampling* node does), else ``()``."""
+    object_patches = getattr(patcher, "object_patches", None)
+    if not path or not isinstance(object_patches, dict) or "model_sampling" in object_patches or \
+            getattr(patcher, "patches", None) or getattr(patcher, "hook_patches", None):
+        return ()
+    return (autov2(path, hash_cache),)
 
 
 def checkpoint_path(patcher):

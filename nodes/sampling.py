@@ -5,7 +5,8 @@ A sampler chosen by name in the stock KSampler gets no options, so it finds λ i
 1. a λ set passed by the "D-ODE Sampler" / "Distill λ" nodes (``extra_options``): it must fit, else an error;
 2. a λ set attached to the MODEL by the "D-ODE Model Options" node (``model_options["dode"]``): a warning if it
    does not fit, then on to 3;
-3. the λ store (``models/dode_lambdas``), keyed by model identity, sampler, σ grid and cfg;
+3. the λ store (``models/dode_lambdas``), keyed by model identity (the fingerprint, or the checkpoint's AutoV2
+   when the model is exactly its checkpoint file: see identity.py), sampler, σ grid and cfg;
 4. the policy on a miss (``on_missing``): ``stock`` runs the sampler with λ = 0 (the stock update) and logs
    how to distill; ``auto_distill`` fits λ on this very batch (the paper's Algorithm 1), saves it and returns the
    student's result; ``error`` stops the run.
@@ -84,7 +85,7 @@ class Run:
                 self.identity_error = "the sampler was not called through a ComfyUI guider with a ModelPatcher"
             else:
                 try:
-                    self._identity = ident_mod.fingerprint(self.patcher, self.options.identity)
+                    self._identity = ident_mod.fingerprint(self.patcher, self.options.identity, store.hash_cache())
                 except Exception as e:  # a model we cannot fingerprint must not stop sampling
                     self.identity_error = f"cannot fingerprint this model ({type(e).__name__}: {e})"
         return self._identity
@@ -125,7 +126,7 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
             if run.identity is None:
                 raise RuntimeError(f"D-ODE: cannot check that {explicit.source} belongs to this model: "
                                    f"{run.identity_error}; turn 'strict' off to use it anyway")
-            key = run.identity.key
+            key = run.identity.ids
         entries = list(explicit.entries)
         if strict:
             return core_lambdas.find_lambdas(entries, name, sigmas, model=key, cfg=run.cfg,
@@ -143,7 +144,7 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
     attached = run.options.lambdas
     if attached is not None and attached.entries:
         try:
-            key = run.identity.key if run.identity is not None else None
+            key = run.identity.ids if run.identity is not None else None
             return core_lambdas.find_lambdas(list(attached.entries), name, sigmas, model=key, cfg=run.cfg,
                                              source=attached.source), attached.source
         except core_lambdas.LambdaNotFound as e:
@@ -151,7 +152,7 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
                         dode_name(name), e)
     if run.identity is None:
         return None, run.identity_error
-    return store.store().lookup(run.identity.key, name, sigmas, cfg=run.cfg)
+    return store.store().lookup(run.identity.ids, name, sigmas, cfg=run.cfg)
 
 
 def make_sampler_function(name):
@@ -193,7 +194,8 @@ def on_missing(name, model, x, sigmas, extra_args, callback, disable, run, reaso
                         "(a batch of 4 or more is better)", dode_name(name))
         result = distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, run.options.teacher,
                                     run.options.scale)
-        entry = result.entry(model=run.identity.key, cfg=run.cfg, **run.identity.as_meta(), source="auto_distill")
+        entry = result.entry(model=run.identity.key, aliases=run.identity.aliases, cfg=run.cfg,
+                             **run.identity.as_meta(), source="auto_distill")
         try:
             path = store.add(run.identity, name, entry)
         except OSError as e:  # keep the (already paid for) result; say why λ was not kept

@@ -48,6 +48,11 @@ def store():
         return _store
 
 
+def hash_cache():
+    """Where checkpoint hashes (for the AutoV2 alias) are kept across restarts: next to the λ files."""
+    return os.path.join(folders()[0], "sha256-cache.json")
+
+
 def save_folder():
     """Where new λ files go: the first (default) λ folder, created on demand."""
     folder = folders()[0]

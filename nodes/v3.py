@@ -111,8 +111,8 @@ class DistillLambdas(io.ComfyNode):
                                              negative, latent, noise_mask=latent_image.get("noise_mask"),
                                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         result, identity = holder["result"], holder["identity"]
-        entry = result.entry(model=identity.key, cfg=holder["cfg"], **identity.as_meta(),
-                             scheduler="custom sigmas" if custom else scheduler,
+        entry = result.entry(model=identity.key, aliases=identity.aliases, cfg=holder["cfg"],
+                             **identity.as_meta(), scheduler="custom sigmas" if custom else scheduler,
                              denoise=None if custom else float(denoise), seed=int(seed))
         where = "not saved (save is off)"
         if save:

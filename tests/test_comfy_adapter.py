@@ -445,6 +445,13 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
     on_file.cached_patcher_init = (object, (str(ckpt), {}))
     f = ident.fingerprint(on_file)
     assert f.base.startswith("file:") and f.name == "my_model"
+    # the bare checkpoint also carries its AutoV2 (the WebUI's identity), hashed once per file version
+    import hashlib
+    assert a.aliases == () and f.aliases == (hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10],)
+    assert f.ids == (f.key, *f.aliases)
+    monkeypatch.setattr(sys.modules["dode.lambdas.store"], "hashlib", None)
+    assert ident.fingerprint(on_file) == f
+    monkeypatch.undo()
     copy = tmp_path / "renamed.safetensors"
     shutil.copy(ckpt, copy)
     on_copy = make_model(clean)

@@ -12,6 +12,7 @@ test-only conditioning node, and a tiny random MMDiT (built with ComfyUI's own c
 - D-ODE Model Options (on_missing = error / auto_distill) and interrupting a distillation (no partial file);
 - the server log has no "IMPORT FAILED" for the pack.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -274,6 +275,9 @@ def test_distill_writes_lambdas_and_ksampler_uses_them(server):
     (fit,) = load_lambdas(new[0])
     assert fit.sampler == "euler" and fit.steps == STEPS and fit.cfg == CFG
     assert fit.model.startswith("fp1-") and fit.lambdas.abs().sum() > 0
+    # where ComfyUI records the model's file, the bare model's entry also carries the file's AutoV2 (WebUI identity)
+    autov2 = hashlib.sha256((server.base / "models" / "diffusion_models" / MODEL).read_bytes()).hexdigest()[:10]
+    assert fit.aliases == ([autov2] if fit.metrics["model_base"].startswith("file:") else []), fit.metrics
     assert not list((server.base / "models" / "dode_lambdas").glob(".dode-*"))  # no temp file left behind
 
     # a new seed, so ComfyUI's cache does not answer; stock euler vs euler_dode (which now finds λ in the store)

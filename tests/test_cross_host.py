@@ -1,0 +1,105 @@
+"""λ files move between hosts: a file written by the ComfyUI adapter (tests/comfy_stub) is found by the WebUI adapter
+(tests/webui_stub) and vice versa, for the same checkpoint file, and only when the model is exactly that file."""
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"dode_cross_host_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+comfy_tests, webui_tests = load("test_comfy_adapter"), load("test_webui_adapter")
+cx, clean, webui = comfy_tests.cx, comfy_tests.clean, webui_tests.webui  # the hosts' fixtures
+
+
+def on_file(cx, path):
+    """A ComfyUI MODEL loaded from ``path`` (newer ComfyUI records the file in cached_patcher_init)."""
+    model = comfy_tests.make_model(cx)
+    model.cached_patcher_init = (object, (str(path), {}))
+    return model
+
+
+def with_lora(cx, model):
+    lora = model.clone()
+    lora.add_patches({"diffusion_model.proj.weight": ("diff", (torch.full((4, 4, 1, 1), 0.01),))}, 0.8)
+    return lora
+
+
+def with_sampling_override(cx, model):
+    shifted = model.clone()  # a ModelSampling* node, even one that sets the default values
+    shifted.add_object_patch("model_sampling", type(model.model.model_sampling)())
+    return shifted
+
+
+def webui_lambda(w, sigmas, cfg=3.0):
+    """The infotext reference of the λ a WebUI generation used (``none``: the stock sampler)."""
+    p = webui_tests.make_p(cfg_scale=cfg)
+    webui_tests.run(w, "Euler (D-ODE)", p, sigmas)
+    return p.extra_generation_params["D-ODE λ"]
+
+
+def comfy_lambda(cx, model, caplog):
+    """Where the ComfyUI dropdown sampler found λ, or None (it ran the stock sampler)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dode"):
+        comfy_tests.ksample(cx, model, "euler_dode", cfg=3.0)
+    found = [r.getMessage() for r in caplog.records if "λ from" in r.getMessage()]
+    return found[0] if found else None
+
+
+def test_comfyui_file_works_in_the_webui(clean, webui):
+    target = webui.tmp / "models" / "D-ODE"
+    target.mkdir(parents=True)
+    _, lambdas, _, _ = comfy_tests.distill(clean, on_file(clean, webui.ckpt), cfg=3.0)
+    entry = lambdas.entries[0]
+    assert entry.model.startswith("fp1-") and entry.aliases == [webui.ident]
+    (made,) = clean.lambda_dir.glob("*.safetensors")
+    shutil.copy(made, target)
+    assert webui_lambda(webui, entry.sigmas) == f"{made.name}#0"
+
+    # another checkpoint in the WebUI: not found
+    other = webui.ckpt.with_name("other.safetensors")
+    other.write_bytes(b"another checkpoint")
+    webui.info.filename, webui.info.sha256, webui.info.shorthash = str(other), None, None
+    assert webui_lambda(webui, entry.sigmas) == "none"
+
+
+@pytest.mark.parametrize("change", [with_lora, with_sampling_override])
+def test_comfyui_file_of_a_patched_model_is_not_found_in_the_webui(clean, webui, change):
+    target = webui.tmp / "models" / "D-ODE"
+    target.mkdir(parents=True)
+    _, lambdas, _, _ = comfy_tests.distill(clean, change(clean, on_file(clean, webui.ckpt)), cfg=3.0)
+    assert lambdas.entries[0].aliases == []
+    for made in clean.lambda_dir.glob("*.safetensors"):
+        shutil.copy(made, target)
+    assert webui_lambda(webui, lambdas.entries[0].sigmas) == "none"
+
+
+def test_webui_file_works_in_comfyui(clean, webui, caplog, tmp_path):
+    model = on_file(clean, webui.ckpt)
+    sigmas = clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0)
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 4
+    ref = webui_lambda(webui, sigmas)
+    made = webui.tmp / "models" / "D-ODE" / ref.split("#")[0]
+    assert made.is_file() and webui.lambdas.load_lambdas(made)[0].model == webui.ident
+    clean.lambda_dir.mkdir(parents=True)
+    shutil.copy(made, clean.lambda_dir)
+
+    assert made.name in comfy_lambda(clean, model, caplog)
+    assert comfy_lambda(clean, with_lora(clean, model), caplog) is None
+    assert comfy_lambda(clean, with_sampling_override(clean, model), caplog) is None
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"another checkpoint")
+    assert comfy_lambda(clean, on_file(clean, other), caplog) is None
+    assert comfy_lambda(clean, comfy_tests.make_model(clean), caplog) is None  # older ComfyUI: no file, no alias
