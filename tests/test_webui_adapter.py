@@ -392,3 +392,33 @@ def test_sidecars_are_not_listed_as_checkpoints(webui):
     assert list(sd_models.checkpoints_list) == ["toy.safetensors"]
     load_script()  # Reload UI: wrapped once only
     assert not getattr(sd_models.list_models.__wrapped__, "dode_prunes_sidecars", False)
+
+
+def test_extra_networks_are_part_of_the_identity(webui):
+    sigmas = karras(6)
+    lora = {"lora": [SimpleNamespace(items=["detail_slider", "0.8"])]}
+    ident_lora, _ = webui.adapter.identity(make_p(extra_network_data=lora))
+    assert ident_lora.startswith(webui.ident + "+nets-")
+    assert webui.adapter.identity(make_p(extra_network_data={"lora": [SimpleNamespace(items=["detail_slider", "1"])]}))[0] != ident_lora
+    folder = webui.tmp / "models" / "D-ODE"
+    save_entry(webui, folder / "lora.safetensors", "euler", sigmas, model=ident_lora)
+    bare = make_p()
+    run(webui, "Euler (D-ODE)", bare, sigmas)
+    assert bare.extra_generation_params["D-ODE λ"] == "none"
+    with_lora = make_p(extra_network_data=lora)
+    run(webui, "Euler (D-ODE)", with_lora, sigmas)
+    assert with_lora.extra_generation_params["D-ODE λ"] == "lora.safetensors#0"
+
+
+def test_sidecar_refuses_fits_made_with_patches_or_extra_networks(webui):
+    sigmas = karras(6)
+    side = webui.ckpt.with_name("toy.dode.safetensors")
+    n = webui.core.nfe("euler", sigmas)
+    patched = webui.lambdas.LambdaEntry(sampler="euler", sigmas=sigmas, lambdas=torch.full([n], 0.2), cfg=7.0,
+                                        model="fp1-comfy", metrics={"model_patches": "1:abcd"})
+    with_nets = webui.lambdas.LambdaEntry(sampler="euler", sigmas=sigmas, lambdas=torch.full([n], 0.3), cfg=7.0,
+                                          model="0123456789+nets-abc")
+    webui.lambdas.save_lambdas(side, [patched, with_nets])
+    p = make_p()
+    run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "none"

@@ -6,8 +6,9 @@ Per call of a D-ODE sampler (txt2img, img2img, each Hires pass):
    hashed here, once per file version);
 2. lookup of the exact (model, sampler, σ grid, CFG) in ``models/D-ODE/*.safetensors`` (an entry matches if its model
    or one of its aliases is the AutoV2: ComfyUI records the AutoV2 as an alias), then in the checkpoint's
-   sidecar ``<checkpoint stem>.dode.safetensors`` (the sidecar also accepts entries of another model identity, since
-   its location already names the checkpoint, so a file written by another host works);
+   sidecar ``<checkpoint stem>.dode.safetensors`` (for a bare checkpoint the sidecar also accepts bare-checkpoint
+   entries of another model identity, since its location already names the checkpoint, so a file written by another
+   host works); active extra networks (LoRA, ...) are part of the identity;
 3. on a miss: auto-distill when enabled and the schedule is a full one (txt2img; tails only with the tails option),
    else the stock sampler (λ = 0) with one log line per combination, or an error if the miss policy says so.
    img2img and Hires passes run the *tail* of a longer schedule: they use an entry fitted for exactly that tail, else
@@ -15,12 +16,14 @@ Per call of a D-ODE sampler (txt2img, img2img, each Hires pass):
 
 The infotext gets ``D-ODE λ: <file>#<entry>`` (``Hires D-ODE λ`` for the Hires pass) or ``none``.
 """
+import hashlib
+import json
 import logging
 import os
 
 import torch
 
-from ..lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, LambdaStore, autov2, distill
+from ..lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, LambdaNotFound, LambdaStore, autov2, distill, find_lambdas
 from ..samplers import SAMPLER_NAMES, SOLVERS, nfe, sample
 
 log = logging.getLogger("dode.webui")
@@ -192,6 +195,28 @@ def checkpoint(p):
     return (short.lower() if short else None), info
 
 
+def extra_networks(p):
+    """The active extra networks (LoRA, hypernetworks, ...) of the generation as sorted [type, items] pairs."""
+    data = getattr(p, "extra_network_data", None) or {}
+    return sorted([kind, [str(item) for item in getattr(params, "items", [])]]
+                  for kind, params_list in data.items() for params in params_list)
+
+
+def identity(p):
+    """(model identity, CheckpointInfo): the AutoV2 hash, plus ``+nets-<digest>`` of the active extra networks,
+    which change the model (a λ fitted with a LoRA is not valid without it, and the other way round)."""
+    short, info = checkpoint(p)
+    nets = extra_networks(p)
+    if short is None or not nets:
+        return short, info
+    return f"{short}+nets-{hashlib.blake2b(json.dumps(nets).encode(), digest_size=6).hexdigest()}", info
+
+
+def bare_checkpoint_entries(entries):
+    """Entries fitted on a bare checkpoint: no extra networks (WebUI) and no weight patches recorded (ComfyUI)."""
+    return [e for e in entries if "+nets-" not in e.model and e.metrics.get("model_patches", "none") == "none"]
+
+
 def lambda_dir():
     from modules import paths
     return os.path.join(paths.models_path, LAMBDA_DIR)
@@ -225,10 +250,15 @@ def lookup(name, ident, info, sigmas, cfg):
     side = sidecar(info)
     if side and os.path.isfile(side):
         store = store_for(files=[side])
-        for model in (ident, None):  # the sidecar's location names the checkpoint: accept another host's identity
-            entry, why = store.lookup(model, name, sigmas, cfg=cfg)
-            if entry is not None:
-                return entry.lambdas, entry_ref(store, why, entry)
+        entry, why = store.lookup(ident, name, sigmas, cfg=cfg)
+        if entry is None and "+nets-" not in ident:
+            # the sidecar's place names the checkpoint: accept another host's identity for a bare-checkpoint fit
+            try:
+                entry = find_lambdas(bare_checkpoint_entries(store.entries(side)), name, sigmas, cfg=cfg, source=side)
+            except LambdaNotFound as e:
+                why = str(e)
+        if entry is not None:
+            return entry.lambdas, entry_ref(store, side, entry)
         reasons.append(why)
         reasons += [f"{k}: {v}" for k, v in store.problems.items()]
     reasons += [f"{k}: {v}" for k, v in folder.problems.items()]
@@ -337,7 +367,7 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
     if refiner_active(p):
         why = "a refiner switches models mid-schedule; λ is fitted for one model"
     else:
-        ident, info = checkpoint(p)
+        ident, info = identity(p)
         if ident is None:
             why = "the checkpoint has no file to hash"
         else:
