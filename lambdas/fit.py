@@ -18,7 +18,7 @@ DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at h
 DEFAULT_SCALE = 10
 FIRST_STEP_MODES = ("none", "x")
 DEFAULT_FIRST_STEP = "none"
-DEGENERATE_RATIO = 1e-7  # ‖b‖ below this fraction of ‖a‖ is below float32 resolution: no usable direction
+DEGENERATE_RATIO = 1e-4  # a direction under this fraction of the step needs a huge, ill-conditioned λ: skip it
 
 
 def teacher_grid(sigmas, landings, scale, rho=7.0):
@@ -84,11 +84,11 @@ class LambdaFit:
         self.lambdas = []
         self.last = None
 
-    def __call__(self, i, x_plain, coef, out, prev, sigma_next):
+    def __call__(self, i, x, x_plain, coef, out, prev, sigma_next):
         target = self.targets.at(sigma_next)
         residual = target.double() - x_plain.double()
         direction = (out - prev).double() * float(coef)
-        lam = self.solve(i, residual, direction, x_plain) if self.fit else 0.0
+        lam = self.solve(i, residual, direction, x_plain.double() - x.double()) if self.fit else 0.0
         self.lambdas.append(lam)
         before = residual.square().mean().sqrt().item()
         after = (residual - lam * direction).square().mean().sqrt().item()
@@ -98,17 +98,21 @@ class LambdaFit:
                                       "rmse_before": before, "rmse_after": after})
         return x_plain if lam == 0 else x_plain + (out - prev) * (lam * coef)
 
-    def solve(self, i, residual, direction, x_plain):
-        """λ = ⟨target − a, b⟩ / ⟨b, b⟩, or 0 where the step has no usable direction."""
+    def solve(self, i, residual, direction, step):
+        """λ = ⟨target − a, b⟩ / ⟨b, b⟩, or 0 where the step has no usable direction.
+
+        A direction shorter than DEGENERATE_RATIO × the stock step (‖a − x‖) is numerically degenerate: it would take
+        |λ| ≳ 1e4 to matter, and such a λ is an artefact of the greedy fit that later steps then chase (measured on
+        Heun's predictor, where D_i − D'_{i−1} are two outputs at the same σ: Heun-9 FD 19.3 → 5.1)."""
         if i == 0 and self.first_step == "none":
             return 0.0
         if not (torch.isfinite(residual).all() and torch.isfinite(direction).all()):
             self.report.warnings.append(f"evaluation {i}: NaN/inf in the model output or state; λ set to 0")
             return 0.0
         bb = direction.square().sum().item()
-        if bb <= (DEGENERATE_RATIO ** 2) * x_plain.double().square().sum().item() or bb == 0:
-            self.report.warnings.append(f"evaluation {i}: the correction direction is ~0 (consecutive outputs agree); "
-                                        "λ set to 0")
+        if bb == 0 or bb <= (DEGENERATE_RATIO ** 2) * step.square().sum().item():
+            self.report.warnings.append(f"evaluation {i}: the correction direction is ~0 next to the step "
+                                        f"(|b| < {DEGENERATE_RATIO:g}·|step|); λ set to 0")
             return 0.0
         lam = (residual * direction).sum().item() / bb
         if self.clamp is not None and abs(lam) > self.clamp:

@@ -7,7 +7,8 @@ Every solver writes the state after network evaluation ``i`` as
 where ``x_plain`` is the stock update, ``out_i`` is the output the solver corrects (the denoised D, or the combined
 multistep estimate), ``prev_i`` the previous evaluation's output (the initial state x for the first one), and ``c_i``
 the scalar by which the stock update depends on ``out_i``. That is the paper's ``D~ = D + λ (D − D_prev)`` pushed
-through the update. A *provider* turns these pieces into the next state: a fixed λ vector for sampling, or the
+through the update. A *provider* gets ``(i, x, x_plain, c_i, out_i, prev_i, σ_next)``, with x the state at the start
+of the step, and turns them into the next state: a fixed λ vector for sampling, or the
 closed-form fit in ``lambdas/fit.py``.
 """
 import torch
@@ -61,7 +62,7 @@ def _short(values):
     return "[" + ", ".join(items if len(items) <= 8 else items[:4] + ["…"] + items[-3:]) + "]"
 
 
-def no_lambdas(i, x_plain, coef, out, prev, sigma_next):
+def no_lambdas(i, x, x_plain, coef, out, prev, sigma_next):
     """The stock sampler: every λ is 0."""
     return x_plain
 
@@ -79,7 +80,7 @@ class FixedLambdas:
             raise ValueError("the λ vector contains NaN or infinity; refit it")
         self.values = values.tolist()
 
-    def __call__(self, i, x_plain, coef, out, prev, sigma_next):
+    def __call__(self, i, x, x_plain, coef, out, prev, sigma_next):
         lam = self.values[i]
         if lam == 0:
             return x_plain

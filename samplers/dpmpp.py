@@ -42,7 +42,7 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
             r = h_last / h
             combined = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
         x_plain = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * combined
-        x = correct(i, x_plain, -(-h).expm1(), combined, prev, sigmas[i + 1])
+        x = correct(i, x, x_plain, -(-h).expm1(), combined, prev, sigmas[i + 1])
         prev, old_denoised = combined, denoised
     return x
 
@@ -127,13 +127,13 @@ def sample_dpmpp_2s(model, x, sigmas, extra_args=None, callback=None, disable=No
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         if sigmas[i + 1] == 0:
             dt = sigmas[i + 1] - sigmas[i]
-            x = correct(n, x + to_d(x, sigmas[i], denoised) * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
+            x = correct(n, x, x + to_d(x, sigmas[i], denoised) * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
             n, prev = n + 1, denoised
             continue
         sigma_s, r_s, c_s, r, c = dpmpp_2s_coefs(sigmas[i], sigmas[i + 1], flow)
-        x_2 = correct(n, r_s * x + c_s * denoised, c_s, denoised, prev, sigma_s)
+        x_2 = correct(n, x, r_s * x + c_s * denoised, c_s, denoised, prev, sigma_s)
         denoised_2 = model(x_2, sigma_s * s_in, **extra_args)
-        x = correct(n + 1, r * x + c * denoised_2, c, denoised_2, denoised, sigmas[i + 1])
+        x = correct(n + 1, x, r * x + c * denoised_2, c, denoised_2, denoised, sigmas[i + 1])
         n, prev = n + 2, denoised_2
     return x
 
@@ -174,7 +174,7 @@ def sample_dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=No
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         if sigmas[i + 1] == 0:
-            x = correct(i, denoised, 1.0, denoised, prev, sigmas[i + 1])
+            x = correct(i, x, denoised, 1.0, denoised, prev, sigmas[i + 1])
             continue
         lam, lam_next = half_log_snr(sigmas[i], flow), half_log_snr(sigmas[i + 1], flow)
         h = lam_next - lam
@@ -199,7 +199,7 @@ def sample_dpmpp_3m(model, x, sigmas, extra_args=None, callback=None, disable=No
             phi_2 = (-h).expm1() / h + 1
             x_plain = x_plain + (alpha * phi_2) * d
             combined = denoised + d * (phi_2 / c)
-        x = correct(i, x_plain, alpha * c, combined, prev, sigmas[i + 1])
+        x = correct(i, x, x_plain, alpha * c, combined, prev, sigmas[i + 1])
         prev = combined
         denoised_1, denoised_2, h_1, h_2 = denoised, denoised_1, h, h_1
     return x

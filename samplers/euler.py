@@ -25,6 +25,6 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         dt = sigmas[i + 1] - sigmas[i]
-        x = correct(i, x + d * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
+        x = correct(i, x, x + d * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
         prev = denoised
     return x

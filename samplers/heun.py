@@ -29,7 +29,7 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
         if callback is not None:
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         dt = sigmas[i + 1] - sigmas[i]
-        x_2 = correct(n, x + d * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
+        x_2 = correct(n, x, x + d * dt, -dt / sigmas[i], denoised, prev, sigmas[i + 1])
         n += 1
         if sigmas[i + 1] == 0:
             x, prev = x_2, denoised
@@ -37,7 +37,7 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
         denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
         d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
         d_prime = (d + d_2) / 2
-        x = correct(n, x + d_prime * dt, -dt / (2 * sigmas[i + 1]), denoised_2, denoised, sigmas[i + 1])
+        x = correct(n, x, x + d_prime * dt, -dt / (2 * sigmas[i + 1]), denoised_2, denoised, sigmas[i + 1])
         n += 1
         prev = denoised_2
     return x

@@ -45,7 +45,7 @@ def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None,
             callback({'x': x, 'i': i, 'sigma': sigmas[i], 'sigma_hat': sigmas[i], 'denoised': denoised})
         ds = [to_d(x, sigmas[i], denoised)] + ds[:IPNDM_ORDER - 1]
         if sigmas[i + 1] == 0:
-            x = correct(i, denoised, 1.0, denoised, prev, sigmas[i + 1])
+            x = correct(i, x, denoised, 1.0, denoised, prev, sigmas[i + 1])
             continue
         divisor, weights = IPNDM_WEIGHTS[len(ds) - 1]
         total = weights[0] * ds[0]
@@ -53,7 +53,7 @@ def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None,
             total = total + weight * d
         dt = sigmas[i + 1] - sigmas[i]
         out = denoised if len(ds) == 1 else x - sigmas[i] * (total / divisor)
-        x = correct(i, x + dt * total / divisor, -dt / sigmas[i], out, prev, sigmas[i + 1])
+        x = correct(i, x, x + dt * total / divisor, -dt / sigmas[i], out, prev, sigmas[i + 1])
         prev = out
     return x
 
@@ -123,6 +123,6 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
             x_plain, out = x + step, x - step * (sigmas[i] / dt)
         else:
             x_plain, out = x + ds[0] * dt, denoised
-        x = correct(i, x_plain, -dt / sigmas[i], out, prev, sigmas[i + 1])
+        x = correct(i, x, x_plain, -dt / sigmas[i], out, prev, sigmas[i + 1])
         prev = out
     return x

@@ -138,3 +138,22 @@ def test_bad_fit_arguments(gmm, kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         dode.distill(gmm, **args)
+
+
+def test_a_direction_tiny_next_to_the_step_gives_zero_lambda():
+    """λ would have to be ~1e4 or more for such a direction to matter: the fit leaves it at 0 and says so."""
+    from dode.lambdas.fit import FitReport, LambdaFit
+
+    class Targets:
+        def at(self, sigma):
+            return torch.ones(4, 8)
+
+    report = FitReport()
+    fit = LambdaFit(Targets(), report)
+    x, x_plain = torch.zeros(4, 8), torch.full((4, 8), 0.5)
+    out, prev = torch.full((4, 8), 1e-6), torch.zeros(4, 8)
+    assert torch.equal(fit(1, x, x_plain, 1.0, out, prev, 0.5), x_plain)
+    assert fit.lambdas == [0.0] and "next to the step" in report.warnings[0]
+    usable = LambdaFit(Targets(), FitReport())
+    moved = usable(1, x, x_plain, 1.0, torch.full((4, 8), 1e-3), prev, 0.5)
+    assert usable.lambdas[0] == pytest.approx(500.0) and torch.allclose(moved, torch.ones(4, 8))
