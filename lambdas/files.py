@@ -139,12 +139,18 @@ def save_lambdas(path, fit_or_entries, **meta):
         tensors[f"{k}.sigmas"] = entry.sigmas.contiguous()
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dode_version": __version__,
               "entries": json.dumps([e.meta() for e in entries])}
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def write_atomically(path, write):
+    """Runs ``write(tmp)`` on a temp file in ``path``'s folder, gives it the usual permissions, then os.replace:
+    readers see the old file or the new one, never a partial one, and a failed write leaves no temp file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".dode-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=header)
+        write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:

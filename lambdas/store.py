@@ -5,10 +5,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 
-from .files import LambdaFileError, LambdaNotFound, as_entries, find_lambdas, load_lambdas, save_lambdas
+from .files import (LambdaFileError, LambdaNotFound, as_entries, find_lambdas, load_lambdas, save_lambdas,
+                    write_atomically)
 
 SUFFIX = ".safetensors"
 log = logging.getLogger("dode")
@@ -53,20 +53,16 @@ def cached_sha256(real, stamp, cache):
     if cache:
         disk = disk if isinstance(disk, dict) else {}
         disk[real] = stamp + [digest]
-        folder = os.path.dirname(os.path.abspath(cache))
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".dode-", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(disk, f)
-                os.replace(tmp, cache)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_atomically(cache, lambda tmp: write_json(tmp, disk))
         except OSError as e:
             log.warning("[dode] could not write the hash cache %s: %s", cache, e)
     return digest
+
+
+def write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
 
 
 class LambdaStore:
