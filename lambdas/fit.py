@@ -165,7 +165,8 @@ def progress(callback, phase, total):
 
 
 def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
-    """Runs the teacher on ``grid`` and keeps its states at the grid indices in ``keep`` (the final one included)."""
+    """Runs the teacher on ``grid`` (in the host's σ dtype, whatever the latents' dtype) and keeps its states at the
+    grid indices in ``keep`` (the final one included)."""
     states = {}
     report = progress(callback, "teacher", len(grid) - 1)
 
@@ -175,8 +176,7 @@ def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
         if report is not None:
             report(info)
 
-    final = get_solver(teacher).fn(model, x, grid.to(x.device, x.dtype), extra_args=extra_args, callback=record,
-                                   disable=disable)
+    final = get_solver(teacher).fn(model, x, grid, extra_args=extra_args, callback=record, disable=disable)
     states[len(grid) - 1] = final
     return states, final
 
@@ -199,7 +199,8 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=DE
     landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
     grid = teacher_grid(sigmas, landings, scale)
     keep = {int((grid - s).abs().argmin()) for s in landings.tolist()}
-    states, teacher_final = run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep)
+    states, teacher_final = run_teacher(model, x, grid.to(sigmas.device, sigmas.dtype), teacher, extra_args, callback,
+                                        disable, keep)
     targets = TeacherTargets(grid, states)
     report = FitReport(teacher_nfe=nfe(teacher, grid), student_nfe=len(landings))
     if compare_stock:

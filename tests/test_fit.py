@@ -157,3 +157,13 @@ def test_a_direction_tiny_next_to_the_step_gives_zero_lambda():
     usable = LambdaFit(Targets(), FitReport())
     moved = usable(1, x, x_plain, 1.0, torch.full((4, 8), 1e-3), prev, 0.5)
     assert usable.lambdas[0] == pytest.approx(500.0) and torch.allclose(moved, torch.ones(4, 8))
+
+
+def test_half_precision_latents_keep_the_teacher_grid_in_the_sigma_dtype(gmm):
+    """fp16 latents must not round the teacher's σ grid: the teacher runs on the grid in the host's σ dtype."""
+    model = lambda x, s: gmm(x.float(), s.float()).to(x.dtype)  # noqa: E731
+    sigmas, x = karras_sigmas(4), noise(8, 11).half()
+    fit = dode.distill(model, x, sigmas, "euler", teacher="dpmpp_2m", scale=3, disable=True)
+    grid = teacher_grid(sigmas, sigmas[1:], 3)
+    assert torch.equal(fit.teacher_samples, dode.sample(model, x, grid.float(), "dpmpp_2m", disable=True))
+    assert not torch.equal(fit.teacher_samples, dode.sample(model, x, grid.half(), "dpmpp_2m", disable=True))
