@@ -37,7 +37,8 @@ def show(path):
     except LambdaFileError as e:
         sys.exit(f"error: {e}")
     for k, e in enumerate(entries):
-        print(f"entry {k}: {e.describe()}\n  teacher {e.teacher}×{e.scale}, first step {e.first_step}, "
+        aliases = f"\n  also this model: {', '.join(e.aliases)}" if e.aliases else ""
+        print(f"entry {k}: {e.describe()}{aliases}\n  teacher {e.teacher}×{e.scale}, first step {e.first_step}, "
               f"created {e.created}, dode {e.dode_version}\n  λ = {[round(v, 4) for v in e.lambdas.tolist()]}\n"
               f"  σ = {[round(v, 4) for v in e.sigmas.tolist()]}\n  metrics {e.metrics}")
 
