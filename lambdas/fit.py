@@ -158,10 +158,12 @@ def check_fit_args(sampler, teacher, scale, first_step, clamp):
 
 
 def progress(callback, phase, total):
-    """Adapts a ``{"phase", "i", "total"}`` progress callback to a sampler callback."""
+    """Adapts a ``{"phase", "i", "total", "x", "denoised"}`` progress callback to a sampler callback (``x`` and
+    ``denoised`` are the sampler's current state and model output, for previews; None if it gives none)."""
     if callback is None:
         return None
-    return lambda info: callback({"phase": phase, "i": info["i"], "total": total})
+    return lambda info: callback({"phase": phase, "i": info["i"], "total": total, "x": info.get("x"),
+                                  "denoised": info.get("denoised")})
 
 
 def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
@@ -189,7 +191,8 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=DE
     closed form. ``first_step="none"`` leaves the first evaluation uncorrected (it has no previous output);
     ``"x"`` uses the initial state as the previous output and fits λ_0 too. ``clamp`` bounds |λ|.
     ``compare_stock=True`` also runs the stock student (one more student run) to report its distance.
-    ``callback`` receives ``{"phase": "teacher" | "stock" | "student", "i": ..., "total": ...}``.
+    ``callback`` receives ``{"phase": "teacher" | "stock" | "student", "i": ..., "total": ..., "x": ..., "denoised":
+    ...}`` (the last two: the sampler's state and model output at that step).
     ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
     check_fit_args(sampler, teacher, scale, first_step, clamp)
     check_sigmas(sigmas, min_steps=2)
