@@ -216,12 +216,14 @@ def on_missing(name, model, x, sigmas, extra_args, callback, disable, run, reaso
 
 
 class Progress:
-    """Distillation progress on ComfyUI's progress bar; checks for interruption at every step."""
+    """Distillation progress on ComfyUI's progress bar: one bar over all phases (teacher, stock, student), a latent
+    preview of each step's model output where ComfyUI has previews on, and a check for interruption at every step."""
 
-    def __init__(self, student_steps, phases=("teacher", "student"), node_id=None):
+    def __init__(self, student_steps, phases=("teacher", "student"), node_id=None, previewer=None):
         self.student_steps = student_steps
         self.phases = phases
         self.node_id = node_id
+        self.previewer = previewer
         self.totals = {}
         self.bar = None
 
@@ -235,16 +237,41 @@ class Progress:
         offset = sum(totals[:self.phases.index(phase)]) if phase in self.phases else 0
         if self.bar is None:
             self.bar = comfy.utils.ProgressBar(sum(totals), node_id=self.node_id)
-        self.bar.update_absolute(offset + int(info.get("i", 0)) + 1, sum(totals))
+        self.bar.update_absolute(offset + int(info.get("i", 0)) + 1, sum(totals), self.preview(info.get("denoised")))
+
+    def preview(self, denoised):
+        """ComfyUI's preview of this step's model output (as KSampler sends it), or None."""
+        if self.previewer is None or denoised is None:
+            return None
+        try:
+            return self.previewer.decode_latent_to_preview_image("JPEG", denoised)
+        except Exception as e:  # a preview must never stop the distillation
+            log.warning("[dode] latent previews are off for this distillation (%s: %s)", type(e).__name__, e)
+            self.previewer = None
+            return None
+
+
+def previewer_for(patcher):
+    """ComfyUI's latent previewer for this model (what KSampler uses), or None: previews are off, this latent format
+    has none, or this ComfyUI has no ``latent_preview``."""
+    if patcher is None:
+        return None
+    try:
+        import latent_preview
+        return latent_preview.get_previewer(patcher.load_device, patcher.model.latent_format)
+    except Exception as e:
+        log.debug("[dode] no latent previews while distilling (%s: %s)", type(e).__name__, e)
+        return None
 
 
 def distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, teacher, scale, node_id=None,
                        compare_stock=False):
     """Runs teacher and student through the guided model this sampler function was given (one sampling call)."""
     phases = ("teacher", "stock", "student") if compare_stock else ("teacher", "student")
+    progress = Progress(len(sigmas) - 1, phases, node_id, previewer=previewer_for(run.patcher))
     return core_lambdas.distill(model, x, sigmas, sampler=name, teacher=teacher, scale=int(scale),
-                                extra_args=extra_args, callback=Progress(len(sigmas) - 1, phases, node_id),
-                                compare_stock=compare_stock, disable=disable, **solver_kwargs(name, run.flow))
+                                extra_args=extra_args, callback=progress, compare_stock=compare_stock,
+                                disable=disable, **solver_kwargs(name, run.flow))
 
 
 def make_distill_function(name, teacher, scale, holder, node_id=None):

@@ -3,6 +3,8 @@ import inspect
 import logging
 import os
 
+import torch
+
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -10,7 +12,7 @@ from comfy_api.latest import io
 
 from .. import lambdas as core_lambdas
 from .. import samplers as core
-from . import sampling, store
+from . import plot, sampling, store
 from .sampling import DodeOptions, LambdaSet
 
 log = logging.getLogger("dode")
@@ -89,6 +91,9 @@ class DistillLambdas(io.ComfyNode):
                 DodeLambdas.Output(display_name="lambdas"),
                 io.Latent.Output(display_name="teacher_latent"),
                 io.String.Output(display_name="report"),
+                io.Image.Output(display_name="lambda_plot",
+                                tooltip="λ per network evaluation (x: the σ it lands on) and the RMSE to the teacher "
+                                        "of the stock sampler and of D-ODE."),
             ],
         )
 
@@ -129,7 +134,19 @@ class DistillLambdas(io.ComfyNode):
         out.pop("downscale_ratio_spacial", None)
         out.pop("downscale_ratio_temporal", None)
         out["samples"] = samples
-        return io.NodeOutput(sampler, lambdas, out, report)
+        return io.NodeOutput(sampler, lambdas, out, report, lambda_chart(result, entry))
+
+
+def lambda_chart(result, entry):
+    """Distill λ's IMAGE output: λ per evaluation over the σ it lands on, with the stock → D-ODE RMSE."""
+    lambdas = entry.lambdas.tolist()
+    sigmas = [s["sigma"] for s in result.report.steps]  # the fit records every evaluation, in order
+    try:
+        return plot.distill_plot(result.sampler, entry.steps, lambdas, sigmas, result.report.rmse_stock,
+                                 result.report.rmse_after, teacher=result.teacher, scale=result.scale)
+    except Exception as e:  # λ is fitted (and saved) by now: a chart problem must not fail the node
+        log.warning("[dode] Distill λ: could not draw the λ chart (%s: %s)", type(e).__name__, e, exc_info=True)
+        return torch.ones(1, 64, 64, 3)
 
 
 class DODESampler(io.ComfyNode):

@@ -14,7 +14,7 @@ import torch
 torch.set_num_threads(1)
 
 STUB = str(Path(__file__).resolve().parent / "comfy_stub")
-STUB_TOPS = ("comfy", "comfy_api", "folder_paths")
+STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview")
 
 
 def _drop(prefixes):
@@ -39,6 +39,7 @@ def cx(tmp_path_factory):
                     "comfy.model_patcher", "comfy.model_sampling"):
             setattr(ns, mod.split(".")[-1], importlib.import_module(mod))
         ns.kds = importlib.import_module("comfy.k_diffusion.sampling")
+        ns.latent_preview = importlib.import_module("latent_preview")
         ns.nodes = importlib.import_module("dode.nodes")
         ns.sampling = importlib.import_module("dode.nodes.sampling")
         ns.identity = importlib.import_module("dode.nodes.identity")
@@ -61,9 +62,11 @@ def clean(cx):
     shutil.rmtree(cx.lambda_dir, ignore_errors=True)
     cx.utils.PROGRESS_BAR_HOOK = None
     cx.model_management.interrupt_current_processing(False)
+    cx.latent_preview.PREVIEW_METHOD = "none"
     yield cx
     cx.utils.PROGRESS_BAR_HOOK = None
     cx.model_management.interrupt_current_processing(False)
+    cx.latent_preview.PREVIEW_METHOD = "none"
 
 
 def make_model(cx, flow=False, seed=0):
@@ -141,7 +144,7 @@ def test_nodes_and_lambda_folder(cx):
         schema.validate()
         assert schema.category == "sampling/dode" and cx.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]
     outputs = [o.io_type for o in cx.v3.DistillLambdas.define_schema().outputs]
-    assert outputs == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING"]
+    assert outputs == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING", "IMAGE"]  # new outputs go last (links by index)
     paths, exts = cx.folder_paths.folder_names_and_paths["dode_lambdas"]
     assert paths[0] == str(cx.lambda_dir) and exts == {".safetensors"}
 
@@ -211,7 +214,7 @@ def test_dode_by_name_without_lambdas_is_stock_and_says_how_to_distill(clean, ca
 
 def test_distill_saves_and_the_dropdown_uses_it(clean, caplog):
     model = make_model(clean)
-    sampler, lambdas, teacher_latent, report = distill(clean, model)
+    sampler, lambdas, teacher_latent, report, chart = distill(clean, model)
     (path,) = clean.lambda_dir.glob("*.safetensors")
     assert path.name.endswith("-euler.safetensors") and "saved:" in report
     from dode import load_lambdas
@@ -220,6 +223,10 @@ def test_distill_saves_and_the_dropdown_uses_it(clean, caplog):
     assert entry.model == lambdas.entries[0].model and entry.metrics["model_name"] == "model"
     assert teacher_latent["samples"].shape == (3, 4, 8, 8)
     assert not list(clean.lambda_dir.glob(".dode-*"))
+    # the λ chart: a ComfyUI IMAGE, [1, H, W, 3] float in [0, 1], with ink on it
+    assert chart.ndim == 4 and chart.shape[0] == 1 and chart.shape[3] == 3 and chart.shape[1] >= 200
+    assert chart.dtype == torch.float32 and 0 <= chart.min() < 0.5 and chart.max() == 1.0
+    assert "could not draw" not in caplog.text
 
     # the teacher latent is the distillation batch's reference: D-ODE lands closer to it than stock does
     noise = clean.sample.prepare_noise(latent(3)["samples"], 11)
@@ -275,7 +282,7 @@ def test_distill_rejects_bad_settings(clean, caplog):
 def test_distill_with_custom_sigmas(clean):
     model = make_model(clean)
     sigmas = torch.tensor([10.0, 4.0, 1.5, 0.5, 0.1, 0.0])
-    _, lambdas, _, _ = distill(clean, model, sigmas=sigmas)
+    _, lambdas, *_ = distill(clean, model, sigmas=sigmas)
     (entry,) = lambdas.entries
     assert entry.same_grid(sigmas) and entry.metrics["scheduler"] == "custom sigmas"
 
@@ -305,11 +312,60 @@ def test_distill_progress_and_interrupt_leave_no_file(clean):
     assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
 
 
+def test_distill_sends_latent_previews_on_the_one_progress_bar(clean, caplog):
+    model = make_model(clean)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append((value, total, preview))
+        clean.model_management.throw_exception_if_processing_interrupted()
+
+    clean.utils.PROGRESS_BAR_HOOK = hook
+    distill(clean, model, steps=4, scale=3, save=False)  # previews off (ComfyUI's default): none sent
+    assert seen and all(p is None for *_, p in seen)
+
+    clean.latent_preview.PREVIEW_METHOD = "latent2rgb"
+    seen.clear()
+    with caplog.at_level(logging.WARNING, logger="dode"):
+        distill(clean, model, steps=4, scale=3, save=False)
+    assert "previews are off" not in caplog.text
+    assert len({t for _, t, _ in seen}) == 1 and seen[-1][0] == seen[-1][1]  # still one bar over all three phases
+    assert [v for v, *_ in seen] == sorted(v for v, *_ in seen)
+    teacher, stock, student = 4 * 3, 4, 4  # one callback per step of each phase, each with a preview
+    assert len(seen) == teacher + stock + student and seen[-1][1] == teacher + stock + student
+    fmt, image, size = seen[-1][2]
+    assert fmt == "JPEG" and image.size == (8, 8) and size == clean.latent_preview.MAX_PREVIEW_RESOLUTION
+
+    def interrupting_hook(value, total, preview, node_id=None):
+        if value >= 5:
+            clean.model_management.interrupt_current_processing(True)
+        clean.model_management.throw_exception_if_processing_interrupted()
+
+    clean.utils.PROGRESS_BAR_HOOK = interrupting_hook
+    with pytest.raises(clean.model_management.InterruptProcessingException):
+        distill(clean, model, steps=4, scale=3)
+    assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
+
+
+def test_a_failing_previewer_does_not_stop_distilling(clean, caplog, monkeypatch):
+    class Broken:
+        def decode_latent_to_preview_image(self, preview_format, x0):
+            raise RuntimeError("no decoder")
+
+    monkeypatch.setattr(clean.latent_preview, "get_previewer", lambda device, latent_format: Broken())
+    seen = []
+    clean.utils.PROGRESS_BAR_HOOK = lambda value, total, preview, node_id=None: seen.append(preview)
+    with caplog.at_level(logging.WARNING, logger="dode"):
+        _, lambdas, *_ = distill(clean, make_model(clean), steps=4, scale=3, save=False)
+    assert lambdas.entries and all(p is None for p in seen)
+    assert caplog.text.count("previews are off for this distillation") == 1
+
+
 # --- D-ODE Sampler, Load/Save λ --------------------------------------------------------------------------------------
 
 def test_dode_sampler_node_explicit_lambdas(clean):
     model = make_model(clean)
-    sampler, lambdas, _, _ = distill(clean, model, save=False)
+    sampler, lambdas, *_ = distill(clean, model, save=False)
     node = clean.v3.DODESampler
     sigmas6 = clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0)
     noise = clean.sample.prepare_noise(latent(1)["samples"], 3)
@@ -339,7 +395,7 @@ def test_dode_sampler_node_explicit_lambdas(clean):
 
 def test_save_load_and_cache_invalidation(clean):
     model = make_model(clean)
-    _, lambdas, _, _ = distill(clean, model, save=False)
+    _, lambdas, *_ = distill(clean, model, save=False)
     clean.v3.SaveLambdas.execute(lambdas, "my set/../x")
     (name,) = clean.store.file_list()
     assert name == "my_set_.._x.safetensors"  # a plain file name in the λ folder, whatever was typed
@@ -349,7 +405,7 @@ def test_save_load_and_cache_invalidation(clean):
     stamp = clean.v3.LoadLambdas.fingerprint_inputs(lambda_file=name)
     assert stamp == clean.v3.DODESampler.fingerprint_inputs(lambda_file=name)
     assert clean.v3.DODESampler.fingerprint_inputs(lambda_file="(λ store lookup)") == ""
-    _, other, _, _ = distill(clean, model, steps=4, save=False)  # a second entry merged into the same file
+    _, other, *_ = distill(clean, model, steps=4, save=False)  # a second entry merged into the same file
     clean.v3.SaveLambdas.execute(other, "my set/../x")
     assert clean.v3.LoadLambdas.fingerprint_inputs(lambda_file=name) != stamp
     assert len(clean.v3.LoadLambdas.execute(name).args[0].entries) == 2
@@ -387,7 +443,7 @@ def test_policy_error_and_auto_distill(clean, caplog):
 
 def test_attached_lambdas_and_identity_mode(clean, caplog):
     model = make_model(clean)
-    _, lambdas, _, _ = distill(clean, model, save=False)
+    _, lambdas, *_ = distill(clean, model, save=False)
     attached = with_options(clean, model, lambdas=lambdas)
     with caplog.at_level(logging.INFO, logger="dode"):
         hit = ksample(clean, attached, "euler_dode")

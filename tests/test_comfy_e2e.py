@@ -6,6 +6,8 @@ test-only conditioning node, and a tiny random MMDiT (built with ComfyUI's own c
 ``models/diffusion_models``, starts ``main.py --cpu`` on a free port and checks:
 
 - ``/object_info`` lists the D-ODE nodes and ``<name>_dode`` in KSampler's / KSamplerSelect's ``sampler_name``;
+- Distill λ's λ chart (IMAGE output, last) saves through SaveImage; with previews on (latent2rgb), distilling sends
+  latent previews and one progress bar over teacher, stock and student (watched on the websocket);
 - KSampler with ``<name>_dode`` and no λ gives the same latent as ``<name>`` (bit-identical);
 - the Distill λ graph writes a λ file, and a later KSampler ``euler_dode`` run picks it up and differs from stock;
 - D-ODE Sampler + SamplerCustom with the loaded λ file equals the KSampler ``euler_dode`` run;
@@ -120,6 +122,7 @@ def server(tmp_path_factory):
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                                  "--disable-auto-launch", "--disable-api-nodes", "--front-end-root", str(frontend),
+                                 "--preview-method", "latent2rgb",  # so sampling and distilling make previews
                                  "--base-directory", str(base)],
                                 cwd=COMFY, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     srv = Server(base, log_path, proc, port)
@@ -201,6 +204,7 @@ def test_object_info_lists_nodes_and_dropdown_names(server):
     distill_info = info["DODEDistillLambdas"]
     assert "DODE_LAMBDAS" in distill_info["output"]
     assert distill_info["output"][0] == "SAMPLER" and distill_info["output"][2] == "LATENT"
+    assert distill_info["output"][4] == "IMAGE" and len(distill_info["output"]) == 5  # the λ chart, last
 
 
 def custom_sampler(sampler_node, seed, prefix):
@@ -266,9 +270,19 @@ def test_dode_without_lambdas_is_bit_identical_to_stock(server, name, kind):
 def test_distill_writes_lambdas_and_ksampler_uses_them(server):
     from dode import load_lambdas
     before = server.lambda_files()
-    entry = server.run(distill("euler", "teacher_euler"), timeout=600)
+    graph = distill("euler", "teacher_euler")
+    graph["10"] = {"class_type": "SaveImage", "inputs": {"images": ["5", 4], "filename_prefix": "lambda_plot"}}
+    entry = server.run(graph, timeout=600)
     teacher = server.latent(entry)
     assert teacher.shape == (2, 16, 8, 8) and torch.isfinite(teacher).all()
+    # the λ chart (IMAGE output 4) went through SaveImage: an RGB PNG of the chart's size, with ink on white
+    from PIL import Image
+    info = entry["outputs"]["10"]["images"][0]
+    with Image.open(server.base / "output" / info.get("subfolder", "") / info["filename"]) as png:
+        assert png.size == (480, 300) and png.mode == "RGB"
+        assert min(lo for lo, _ in png.getextrema()) < 128 and max(hi for _, hi in png.getextrema()) == 255
+    log = server.log()
+    assert "could not draw the λ chart" not in log and "previews are off" not in log
     files = server.lambda_files()
     new = [f for f in files if f not in before]
     assert len(new) == 1 and new[0].name.endswith("-euler.safetensors"), files
@@ -303,6 +317,27 @@ def test_distill_writes_lambdas_and_ksampler_uses_them(server):
     graph["9"]["inputs"]["filename_prefix"] = "custom_file_rewritten"
     rewritten = server.latent(server.run(graph))
     assert not torch.equal(rewritten, dode)
+
+
+def test_distill_sends_previews_on_one_progress_bar(server, tmp_path):
+    """Over the websocket (a client run with ComfyUI's Python, which has aiohttp): Distill λ's node gets one progress
+    bar over teacher, stock and student, rising to its end, and latent previews (binary messages) while it runs."""
+    graph = distill("dpmpp_2m", "previews", steps=3, scale=2)
+    graph["5"]["inputs"].update(seed=31, save=False)
+    prompt_file = tmp_path / "prompt.json"
+    prompt_file.write_text(json.dumps(graph))
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, str(SUPPORT / "ws_watch.py"), server.url, str(prompt_file)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["error"] is None, seen["error"]
+    bar = [(value, total) for node, value, total in seen["progress"] if node == "5"]
+    teacher, stock, student = 3 * 2, 3, 3
+    assert {total for _, total in bar} == {teacher + stock + student}, bar
+    assert [v for v, _ in bar] == sorted(v for v, _ in bar) and bar[-1][0] == teacher + stock + student
+    assert seen["binary"], "no preview images were sent while distilling"
+    assert "previews are off" not in server.log()
 
 
 def test_model_options_error_and_auto_distill(server):

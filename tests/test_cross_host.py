@@ -60,7 +60,7 @@ def comfy_lambda(cx, model, caplog):
 def test_comfyui_file_works_in_the_webui(clean, webui):
     target = webui.tmp / "models" / "D-ODE"
     target.mkdir(parents=True)
-    _, lambdas, _, _ = comfy_tests.distill(clean, on_file(clean, webui.ckpt), cfg=3.0)
+    _, lambdas, *_ = comfy_tests.distill(clean, on_file(clean, webui.ckpt), cfg=3.0)
     entry = lambdas.entries[0]
     assert entry.model.startswith("fp1-") and entry.aliases == [webui.ident]
     (made,) = clean.lambda_dir.glob("*.safetensors")
@@ -78,7 +78,7 @@ def test_comfyui_file_works_in_the_webui(clean, webui):
 def test_comfyui_file_of_a_patched_model_is_not_found_in_the_webui(clean, webui, change):
     target = webui.tmp / "models" / "D-ODE"
     target.mkdir(parents=True)
-    _, lambdas, _, _ = comfy_tests.distill(clean, change(clean, on_file(clean, webui.ckpt)), cfg=3.0)
+    _, lambdas, *_ = comfy_tests.distill(clean, change(clean, on_file(clean, webui.ckpt)), cfg=3.0)
     assert lambdas.entries[0].aliases == []
     for made in clean.lambda_dir.glob("*.safetensors"):
         shutil.copy(made, target)
