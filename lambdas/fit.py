@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landing_sigmas, nfe
+from ..samplers.base import apply_lambda
 from .files import LambdaEntry
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
@@ -96,7 +97,7 @@ class LambdaFit:
         if self.fit:
             self.report.steps.append({"eval": i, "sigma": float(sigma_next), "lambda": lam,
                                       "rmse_before": before, "rmse_after": after})
-        return x_plain if lam == 0 else x_plain + (out - prev) * (lam * coef)
+        return apply_lambda(lam, x_plain, coef, out, prev)
 
     def solve(self, i, residual, direction, step):
         """λ = ⟨target − a, b⟩ / ⟨b, b⟩, or 0 where the step has no usable direction.

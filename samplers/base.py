@@ -62,6 +62,12 @@ def _short(values):
     return "[" + ", ".join(items if len(items) <= 8 else items[:4] + ["…"] + items[-3:]) + "]"
 
 
+def apply_lambda(lam, x_plain, coef, out, prev):
+    """x_plain + λ c (out − prev); exactly x_plain (the stock result) for λ = 0. Sampling with a fitted λ vector and
+    the fit itself both go through here, so they produce the same bits."""
+    return x_plain if lam == 0 else x_plain + (out - prev) * (lam * coef)
+
+
 def no_lambdas(i, x, x_plain, coef, out, prev, sigma_next):
     """The stock sampler: every λ is 0."""
     return x_plain
@@ -81,10 +87,7 @@ class FixedLambdas:
         self.values = values.tolist()
 
     def __call__(self, i, x, x_plain, coef, out, prev, sigma_next):
-        lam = self.values[i]
-        if lam == 0:
-            return x_plain
-        return x_plain + (out - prev) * (lam * coef)
+        return apply_lambda(self.values[i], x_plain, coef, out, prev)
 
 
 def lambda_provider(lambdas, sigmas, nfe, sampler):
