@@ -43,6 +43,12 @@ def timed_sample(model, x, sigmas, sampler, lambdas=None, repeats=3):
     return out, best
 
 
+def teacher_output(model, x, sigmas, sampler, teacher, scale):
+    """What the fit's teacher gives for x: ``teacher`` on the grid distill() builds for ``sampler`` on ``sigmas``."""
+    teacher_sigmas = teacher_grid(sigmas, get_solver(sampler).landings(sigmas), scale).to(sigmas.dtype)
+    return sample(model, x, teacher_sigmas, teacher, disable=True)
+
+
 def converged(model, x):
     """The converged probability-flow ODE solution for x (Heun, CONVERGED_STEPS Karras steps)."""
     return sample(model, x, grid(CONVERGED_STEPS), "heun", disable=True)
@@ -54,8 +60,7 @@ def bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, scale, f
     fit = distill(model, fit_x, sigmas, sampler, teacher=teacher, scale=scale, first_step=first_step, disable=True)
     stock, t_stock = timed_sample(model, eval_x, sigmas, sampler)
     dode, t_dode = timed_sample(model, eval_x, sigmas, sampler, fit.lambdas)
-    teacher_sigmas = teacher_grid(sigmas, get_solver(sampler).landings(sigmas), scale).float()
-    teacher_out = sample(model, eval_x, teacher_sigmas, teacher, disable=True)
+    teacher_out = teacher_output(model, eval_x, sigmas, sampler, teacher, scale)
     return {"sampler": sampler, "nfe": nfe(sampler, sigmas), "steps": len(sigmas) - 1,
             "fd_stock": fd_digits(stock), "fd_dode": fd_digits(dode), "fd_teacher": fd_digits(teacher_out),
             "rmse_stock": rmse(stock, reference), "rmse_dode": rmse(dode, reference),

@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from .bench import grid, noise
-from .lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas, teacher_grid
-from .samplers import get_solver, sample
+from .bench import grid, noise, teacher_output
+from .lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
+from .samplers import sample
 from .testbed import fd_digits, load_tiny_model, rmse
 
 MODEL_ID = "dode-testbed/tiny_edm_digits"
@@ -31,8 +31,7 @@ def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=D
     outputs = {
         "stock": sample(model, eval_x, sigmas, sampler, disable=True),
         "D-ODE": sample(model, eval_x, sigmas, sampler, lambdas=lambdas, disable=True),
-        "teacher": sample(model, eval_x, teacher_grid(sigmas, get_solver(sampler).landings(sigmas), scale).float(),
-                          teacher, disable=True),
+        "teacher": teacher_output(model, eval_x, sigmas, sampler, teacher, scale),
     }
     rows = {name: {"fd": fd_digits(out), "rmse_teacher": rmse(out, outputs["teacher"])}
             for name, out in outputs.items()}
