@@ -287,6 +287,19 @@ def test_distill_with_custom_sigmas(clean):
     assert entry.same_grid(sigmas) and entry.metrics["scheduler"] == "custom sigmas"
 
 
+def assert_interrupt_leaves_no_file(clean, model):
+    """Interrupting a distillation mid-way (from the progress bar) raises and leaves no λ file."""
+    def interrupting_hook(value, total, preview, node_id=None):
+        if value >= 5:
+            clean.model_management.interrupt_current_processing(True)
+        clean.model_management.throw_exception_if_processing_interrupted()
+
+    clean.utils.PROGRESS_BAR_HOOK = interrupting_hook
+    with pytest.raises(clean.model_management.InterruptProcessingException):
+        distill(clean, model, steps=4, scale=3)
+    assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
+
+
 def test_distill_progress_and_interrupt_leave_no_file(clean):
     model = make_model(clean)
     seen = []
@@ -301,15 +314,7 @@ def test_distill_progress_and_interrupt_leave_no_file(clean):
     assert len(totals) == 1 and seen[-1][0] == seen[-1][1]
     assert [v for v, _ in seen] == sorted(v for v, _ in seen)  # monotone over teacher, stock and student
 
-    def interrupting_hook(value, total, preview, node_id=None):
-        if value >= 5:
-            clean.model_management.interrupt_current_processing(True)
-        clean.model_management.throw_exception_if_processing_interrupted()
-
-    clean.utils.PROGRESS_BAR_HOOK = interrupting_hook
-    with pytest.raises(clean.model_management.InterruptProcessingException):
-        distill(clean, model, steps=4, scale=3)
-    assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
+    assert_interrupt_leaves_no_file(clean, model)
 
 
 def test_distill_sends_latent_previews_on_the_one_progress_bar(clean, caplog):
@@ -336,15 +341,7 @@ def test_distill_sends_latent_previews_on_the_one_progress_bar(clean, caplog):
     fmt, image, size = seen[-1][2]
     assert fmt == "JPEG" and image.size == (8, 8) and size == clean.latent_preview.MAX_PREVIEW_RESOLUTION
 
-    def interrupting_hook(value, total, preview, node_id=None):
-        if value >= 5:
-            clean.model_management.interrupt_current_processing(True)
-        clean.model_management.throw_exception_if_processing_interrupted()
-
-    clean.utils.PROGRESS_BAR_HOOK = interrupting_hook
-    with pytest.raises(clean.model_management.InterruptProcessingException):
-        distill(clean, model, steps=4, scale=3)
-    assert not clean.lambda_dir.exists() or not list(clean.lambda_dir.iterdir())
+    assert_interrupt_leaves_no_file(clean, model)
 
 
 def test_a_failing_previewer_does_not_stop_distilling(clean, caplog, monkeypatch):
