@@ -4,11 +4,12 @@ Library use: ``import dode``; ``dode.distill(...)`` fits λ, ``dode.sample(...)`
 """
 from ._version import __version__
 from .lambdas import (DistillResult, LambdaEntry, LambdaFileError, LambdaNotFound, LambdaStore, distill,
-                      find_lambdas, load_lambdas, save_lambdas)
+                      find_lambdas, find_schedule, load_lambdas, save_lambdas)
 from .samplers import SAMPLER_NAMES, nfe, sample
 
 __all__ = ["__version__", "SAMPLER_NAMES", "sample", "nfe", "distill", "DistillResult", "LambdaEntry",
-           "LambdaFileError", "LambdaNotFound", "LambdaStore", "find_lambdas", "load_lambdas", "save_lambdas"]
+           "LambdaFileError", "LambdaNotFound", "LambdaStore", "find_lambdas", "find_schedule", "load_lambdas",
+           "save_lambdas"]
 
 # --- ComfyUI entry (owned by nodes/; keep this block last) ---------------------------------------------------------
 # ComfyUI imports this folder as a custom-node pack with `folder_paths` and `comfy` already imported. Only then is the

@@ -10,6 +10,12 @@ An entry names its model by ``model`` (the identity of the host that fitted it) 
 further identities of exactly the same model, e.g. the checkpoint's AutoV2 hash next to a ComfyUI fingerprint, so that
 another host finds it. A lookup passes every identity it accepts and matches if any equals ``model`` or an alias.
 Files without ``aliases`` (older dode) load with none; older dode ignores the field.
+
+``schedule`` says what the stored σ grid is: ``"given"`` (the grid the user sampled with; the entry serves exactly
+that grid) or ``"fitted"`` (a grid the fit chose; ``find_schedule`` finds it by model, sampler, steps, cfg and σ range,
+and ``find_lambdas`` finds it by its stored grid, so a sampler fed the fitted grid gets its λ). ``objective`` says what
+λ was fitted to: ``"greedy"`` (step by step, the paper's) or ``"final"`` (the teacher's final sample). Files from older
+dode have neither field and load as given/greedy.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from ..samplers import SAMPLER_NAMES, check_sigmas, nfe
 FORMAT = "dode.lambdas"
 FORMAT_VERSION = 1
 SIGMA_RTOL = 1e-5  # grids that agree to float32 round-off are the same grid
+SCHEDULES = ("given", "fitted")
+OBJECTIVES = ("greedy", "final")
 
 
 class LambdaFileError(ValueError):
@@ -52,6 +60,8 @@ class LambdaEntry:
     teacher: str | None = None
     scale: int | None = None
     first_step: str = "none"
+    schedule: str = "given"
+    objective: str = "greedy"
     metrics: dict = field(default_factory=dict)
     created: str = ""
     dode_version: str = __version__
@@ -88,29 +98,50 @@ class LambdaEntry:
             raise ValueError("λ contains NaN or infinity")
         if self.cfg is not None and not math.isfinite(self.cfg):
             raise ValueError(f"cfg must be finite, got {self.cfg}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
     def same_grid(self, sigmas):
-        """True if ``sigmas`` is this entry's σ grid (up to float32 round-off)."""
+        """True if ``sigmas`` is this entry's σ grid (up to float32 round-off, relative: a final 0 is never a final
+        positive σ)."""
         sigmas = torch.as_tensor(sigmas).detach().double().cpu().flatten()
-        return len(sigmas) == len(self.sigmas) and torch.allclose(sigmas, self.sigmas, rtol=SIGMA_RTOL, atol=1e-8)
+        return len(sigmas) == len(self.sigmas) and torch.allclose(sigmas, self.sigmas, rtol=SIGMA_RTOL, atol=0.0)
+
+    def same_range(self, steps, sigma_max, sigma_last):
+        """True if this entry has ``steps`` steps from ``sigma_max`` to ``sigma_last`` (relative tolerance, so a
+        final 0 only matches 0)."""
+        first, last = self.sigmas[0].item(), self.sigmas[-1].item()
+        return self.steps == steps and same_sigma(first, sigma_max) and same_sigma(last, sigma_last)
 
     def same_target(self, other):
-        """True if both entries are for the same model (a shared identity), sampler, σ grid and CFG scale (one
-        replaces the other)."""
-        return (self.sampler, self.cfg) == (other.sampler, other.cfg) and bool(self.ids & other.ids) and \
-            self.same_grid(other.sigmas)
+        """True if both entries are for the same model (a shared identity), sampler, CFG scale and schedule kind and
+        the same σ grid (given) or σ range and steps (fitted): one replaces the other."""
+        if (self.sampler, self.cfg, self.schedule) != (other.sampler, other.cfg, other.schedule) or \
+                not self.ids & other.ids:
+            return False
+        if self.schedule == "fitted":
+            return self.same_range(other.steps, other.sigmas[0].item(), other.sigmas[-1].item())
+        return self.same_grid(other.sigmas)
 
     def describe(self):
         cfg = "no cfg" if self.cfg is None else f"cfg {self.cfg:g}"
         aka = f" (alias {', '.join(self.aliases)})" if self.aliases else ""
-        return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}, {cfg}, "
+        fitted = ", fitted schedule" if self.schedule == "fitted" else ""
+        return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}{fitted}, {cfg}, "
                 f"model {self.model or '(unset)'}{aka}")
 
     def meta(self):
         return {"sampler": self.sampler, "steps": self.steps, "model": self.model, "aliases": self.aliases,
-                "cfg": self.cfg,
-                "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
-                "metrics": self.metrics, "created": self.created, "dode_version": self.dode_version}
+                "cfg": self.cfg, "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
+                "schedule": self.schedule, "objective": self.objective, "metrics": self.metrics,
+                "created": self.created, "dode_version": self.dode_version}
+
+
+def same_sigma(a, b):
+    """True if noise levels ``a`` and ``b`` agree to float32 round-off (relative, so 0 only equals 0)."""
+    return math.isclose(float(a), float(b), rel_tol=SIGMA_RTOL, abs_tol=0.0)
 
 
 def as_entries(fit_or_entries, **meta):
@@ -201,8 +232,8 @@ def parse_entry(path, k, meta, tensors):
     missing = [n for n in names if n not in tensors]
     if missing or not isinstance(meta, dict):
         raise LambdaFileError(f"{path}: entry {k} is incomplete (missing {', '.join(missing) or 'metadata'})")
-    fields = {key: meta.get(key) for key in ("model", "aliases", "cfg", "teacher", "scale", "first_step", "metrics",
-                                             "created", "dode_version") if meta.get(key) is not None}
+    fields = {key: meta.get(key) for key in ("model", "aliases", "cfg", "teacher", "scale", "first_step", "schedule",
+                                             "objective", "metrics", "created", "dode_version") if meta.get(key) is not None}
     try:
         entry = LambdaEntry(sampler=meta.get("sampler"), lambdas=tensors[names[0]], sigmas=tensors[names[1]], **fields)
     except (TypeError, ValueError) as e:
@@ -248,3 +279,49 @@ def mismatch(entry, sampler, sigmas, models, cfg):
     if entry.cfg != cfg:
         return f"cfg {entry.cfg}, not {cfg}"
     return None
+
+
+def find_schedule(entries, sampler, steps, sigma_max, sigma_last=0.0, model=None, cfg=None, source="the λ entries"):
+    """The entry with a fitted schedule for this sampler, number of steps, σ range, model and CFG scale, else
+    LambdaNotFound naming the nearest entry and what differs.
+
+    The entry's stored σ's are the grid to sample with. Its first σ must equal ``sigma_max`` and its last
+    ``sigma_last`` (relative tolerance SIGMA_RTOL: a final 0 only matches 0); ``model`` and ``cfg`` as in
+    find_lambdas."""
+    cfg = None if cfg is None else float(cfg)
+    models = None if model is None else {model} if isinstance(model, str) else set(model)
+    nearest = None
+    for k, entry in enumerate(entries):
+        diffs = schedule_mismatches(entry, sampler, steps, sigma_max, sigma_last, models, cfg)
+        if not diffs:
+            return entry
+        if nearest is None or len(diffs) < len(nearest[2]):
+            nearest = (k, entry, diffs)
+    want = (f"a fitted {steps}-step {sampler} schedule, σ {float(sigma_max):.4g}→{float(sigma_last):.4g}, "
+            f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" +
+            ("" if models is None else f", model {' or '.join(sorted(models))}"))
+    near = "it is empty" if nearest is None else \
+        f"nearest is entry {nearest[0]} ({nearest[1].describe()}), which differs in {'; '.join(nearest[2])}"
+    raise LambdaNotFound(f"no {want} in {source}: {near}. A fitted schedule is only valid for the exact model, "
+                         "sampler, number of steps, σ range and CFG scale it was fitted for; distill one for this "
+                         "setting (dode.distill(..., schedule=True) or the Distill λ node)")
+
+
+def schedule_mismatches(entry, sampler, steps, sigma_max, sigma_last, models, cfg):
+    """What differs between ``entry`` and a request for a fitted schedule (an empty list if it serves it)."""
+    diffs = []
+    if entry.schedule != "fitted":
+        diffs.append("schedule: it holds λ for a given grid, not a fitted schedule")
+    if entry.sampler != sampler:
+        diffs.append(f"sampler {entry.sampler}, not {sampler}")
+    if models is not None and not models & entry.ids:
+        diffs.append(f"model ({entry.model or 'unset'})")
+    if entry.steps != steps:
+        diffs.append(f"{entry.steps} steps, not {steps}")
+    if not same_sigma(entry.sigmas[0].item(), sigma_max):
+        diffs.append(f"first σ {entry.sigmas[0].item():.6g}, not {float(sigma_max):.6g}")
+    if not same_sigma(entry.sigmas[-1].item(), sigma_last):
+        diffs.append(f"last σ {entry.sigmas[-1].item():.6g}, not {float(sigma_last):.6g}")
+    if entry.cfg != cfg:
+        diffs.append(f"cfg {entry.cfg}, not {cfg}")
+    return diffs

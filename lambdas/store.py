@@ -7,8 +7,8 @@ import logging
 import os
 import threading
 
-from .files import (LambdaFileError, LambdaNotFound, as_entries, find_lambdas, load_lambdas, save_lambdas,
-                    write_atomically)
+from .files import (LambdaFileError, LambdaNotFound, as_entries, find_lambdas, find_schedule, load_lambdas,
+                    save_lambdas, write_atomically)
 
 SUFFIX = ".safetensors"
 log = logging.getLogger("dode")
@@ -99,13 +99,25 @@ class LambdaStore:
     def lookup(self, model, sampler, sigmas, cfg=None):
         """``(entry, path)`` for the first file with a matching entry, else ``(None, reason)``. ``model``: one
         identity or a sequence of acceptable ones (see find_lambdas)."""
+        return self.first_match(lambda entries, path: find_lambdas(entries, sampler, sigmas, model=model, cfg=cfg,
+                                                                   source=path))
+
+    def lookup_schedule(self, model, sampler, steps, sigma_max, sigma_last=0.0, cfg=None):
+        """``(entry, path)`` for the first file with a fitted schedule for this setting (see find_schedule), else
+        ``(None, reason)``; the entry's ``sigmas`` are the grid to sample with."""
+        return self.first_match(lambda entries, path: find_schedule(entries, sampler, steps, sigma_max, sigma_last,
+                                                                    model=model, cfg=cfg, source=path))
+
+    def first_match(self, find):
+        """``(entry, path)`` for the first file where ``find(entries, path)`` returns an entry, else
+        ``(None, reason)`` with its LambdaNotFound message (or a count when several files missed)."""
         reasons = []
         for path in self.paths():
             entries = self.entries(path)
             if not entries:
                 continue
             try:
-                return find_lambdas(entries, sampler, sigmas, model=model, cfg=cfg, source=path), path
+                return find(entries, path), path
             except LambdaNotFound as e:
                 reasons.append(str(e))
         where = ", ".join(self.folders + self.files) or "no folders"

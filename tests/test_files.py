@@ -188,3 +188,76 @@ def test_autov2_is_the_webui_short_hash_memoised_in_memory_and_on_disk(tmp_path,
     os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert dode.lambdas.autov2(ckpt, cache=cache) == hashlib.sha256(b"rewritten").hexdigest()[:10] != first
     assert len(json.loads(cache.read_text())) == 1
+
+
+def fitted(steps=5, model="model-a", cfg=7.0, sigma_max=80.0, sampler="euler", **kw):
+    """A fitted-schedule entry: a grid the fit chose (here a Karras grid with another ρ), first and last σ kept."""
+    sigmas = karras_sigmas(steps, sigma_max=sigma_max, rho=3.0)
+    return LambdaEntry(sampler=sampler, sigmas=sigmas, lambdas=torch.full((dode.nfe(sampler, sigmas),), 0.25),
+                       model=model, cfg=cfg, schedule="fitted", objective="final", **kw)
+
+
+def test_schedule_and_objective_roundtrip_and_old_files_load_as_given_greedy(tmp_path):
+    path = dode.save_lambdas(tmp_path / "m.safetensors", [fitted(), entry()])
+    got_fitted, got_given = dode.load_lambdas(path)
+    assert (got_fitted.schedule, got_fitted.objective) == ("fitted", "final")
+    assert (got_given.schedule, got_given.objective) == ("given", "greedy")
+    assert "fitted schedule" in got_fitted.describe() and "fitted" not in got_given.describe()
+    old = write_raw(tmp_path / "old.safetensors", GOOD, format="dode.lambdas", format_version="1", entries=META)
+    assert (dode.load_lambdas(old)[0].schedule, dode.load_lambdas(old)[0].objective) == ("given", "greedy")
+    for field, value in (("schedule", "karras"), ("objective", "best")):
+        write_raw(tmp_path / "bad.safetensors", GOOD, format="dode.lambdas", format_version="1",
+                  entries=[{"sampler": "euler", "steps": 5, field: value}])
+        with pytest.raises(dode.LambdaFileError, match=f"{field} must be one of"):
+            dode.load_lambdas(tmp_path / "bad.safetensors")
+
+
+def test_a_fitted_entry_is_found_by_its_grid_and_by_find_schedule():
+    fit, given = fitted(), entry()
+    entries = [given, fit]
+    assert dode.find_lambdas(entries, "euler", fit.sigmas.float(), model="model-a", cfg=7.0) is fit
+    assert dode.find_lambdas(entries, "euler", karras_sigmas(5), model="model-a", cfg=7.0) is given
+    assert dode.find_schedule(entries, "euler", 5, 80.0, model=["x", "model-a"], cfg=7.0) is fit
+    assert dode.find_schedule(entries, "euler", 5, 80.0 * (1 + 1e-7), 0.0, model="model-a", cfg=7.0) is fit
+    cases = [
+        (dict(sampler="heun"), "sampler euler, not heun"),
+        (dict(steps=6), "5 steps, not 6"),
+        (dict(sigma_max=14.6), "first σ 80, not 14.6"),
+        (dict(sigma_last=5e-9), "last σ 0, not 5e-09"),
+        (dict(cfg=4.0), "cfg 7.0, not 4.0"),
+        (dict(model="model-b"), r"model \(model-a\)"),
+    ]
+    for change, message in cases:
+        request = dict(sampler="euler", steps=5, sigma_max=80.0, model="model-a", cfg=7.0) | change
+        with pytest.raises(dode.LambdaNotFound, match=rf"nearest is entry 1 \(euler, 5 steps.*fitted schedule.*"
+                                                      rf"which differs in {message}\. "):
+            dode.find_schedule(entries, **request)
+    with pytest.raises(dode.LambdaNotFound, match="differs in schedule: it holds λ for a given grid"):
+        dode.find_schedule([given], "euler", 5, 80.0, cfg=7.0)
+    with pytest.raises(dode.LambdaNotFound, match="it is empty"):
+        dode.find_schedule([], "euler", 5, 80.0)
+
+
+def test_a_final_zero_never_matches_a_final_positive_sigma():
+    zero = entry()
+    tiny = LambdaEntry("heun", torch.cat([karras_sigmas(5)[:-1], torch.tensor([5e-9])]), torch.zeros(10), cfg=7.0)
+    with pytest.raises(dode.LambdaNotFound, match="another σ grid"):
+        dode.find_lambdas([tiny], "heun", karras_sigmas(5), cfg=7.0)
+    with pytest.raises(dode.LambdaNotFound, match="another σ grid"):
+        dode.find_lambdas([zero], "euler", tiny.sigmas, cfg=7.0)
+    assert not zero.same_grid(tiny.sigmas) and zero.same_grid(karras_sigmas(5).float())
+
+
+def test_store_finds_schedules_and_replaces_a_fit_for_the_same_range(tmp_path):
+    path = tmp_path / "lambdas" / "m.safetensors"
+    store = dode.LambdaStore([path.parent])
+    store.add(path, [entry(), fitted()])
+    store.add(path, fitted(steps=8))                             # another step count: kept
+    store.add(path, fitted(metrics={"v": 2}))                    # same model, sampler, steps, range, cfg: replaces
+    assert [(e.schedule, e.steps, e.metrics) for e in dode.load_lambdas(path)] == \
+        [("given", 5, {}), ("fitted", 8, {}), ("fitted", 5, {"v": 2})]
+    found, where = store.lookup_schedule("model-a", "euler", 5, 80.0, cfg=7.0)
+    assert found.metrics == {"v": 2} and where == str(path)
+    assert store.lookup("model-a", "euler", found.sigmas, cfg=7.0)[0].metrics == {"v": 2}
+    found, reason = store.lookup_schedule(["model-a"], "euler", 6, 80.0, cfg=7.0)
+    assert found is None and "nearest is entry" in reason and "steps, not 6" in reason
