@@ -11,8 +11,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from .. import lambdas as core_lambdas
+from .. import plot
 from .. import samplers as core
-from . import plot, sampling, store
+from . import sampling, store
 from .sampling import DodeOptions, LambdaSet
 
 log = logging.getLogger("dode")
