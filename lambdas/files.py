@@ -1,8 +1,9 @@
-"""The λ file: safetensors only, written atomically, validated on load. This module owns the schema.
+"""The λ file: safetensors only, written atomically, read through one open, validated strictly. This module owns the
+schema.
 
-A file holds one or more entries. Entry ``k`` stores two float64 tensors, ``"{k}.lambdas"`` (one λ per network
-evaluation) and ``"{k}.sigmas"`` (the exact σ grid it was fitted on), and its metadata as JSON in the safetensors
-header: ``{"format": "dode.lambdas", "format_version": "1", "dode_version": ..., "entries": "[{...}, ...]"}``.
+A file holds one or more entries. Entry ``k`` stores two tensors, ``"{k}.lambdas"`` (one λ per network evaluation)
+and ``"{k}.sigmas"`` (the exact σ grid it was fitted on), and its metadata as JSON in the safetensors header:
+``{"format": "dode.lambdas", "format_version": "1", "dode_version": ..., "entries": "[{...}, ...]"}``.
 λ follows the paper's convention, D~ = D + λ (D − D_prev), and is valid only for the model, sampler, σ grid and CFG
 scale it was fitted on, so lookups compare all four and never return an entry that differs in any of them.
 
@@ -16,19 +17,48 @@ that grid) or ``"fitted"`` (a grid the fit chose; ``find_schedule`` finds it by 
 and ``find_lambdas`` finds it by its stored grid, so a sampler fed the fitted grid gets its λ). ``objective`` says what
 λ was fitted to: ``"greedy"`` (step by step, the paper's) or ``"final"`` (the teacher's final sample). Files from older
 dode have neither field and load as given/greedy.
+
+The schema. λ files come from strangers, so everything else is refused with one LambdaFileError that names the file,
+the entry and the field:
+
+- the file: a regular file of at most MAX_FILE_BYTES, a valid safetensors container; its header metadata has
+  ``format`` = "dode.lambdas", ``format_version`` = "1" exactly (a larger ASCII number is a newer dode, anything else
+  is not a version), and ``entries``, a JSON list of at least one object;
+- the tensors: exactly ``"{k}.lambdas"`` and ``"{k}.sigmas"`` for every entry k, each float64 and 1-D. σ: steps + 1
+  values (steps ≥ 1), finite, strictly decreasing, positive except an optional final 0. λ: as many values as the
+  sampler evaluates the network on that grid (``nfe``), finite, with |λ| ≤ LAMBDA_BOUND = 1e3. Fitted λ are of order
+  0.01–1 (the paper's and ours); a λ of 1e3 already multiplies a step's correction a thousandfold, so a larger one is
+  damage or an attack, and it would make sampling overflow to inf/NaN;
+- an entry's metadata: ``sampler`` (a dode sampler name, required), ``steps`` (an integer equal to the grid's, may be
+  absent), ``model`` (string), ``aliases`` (list of non-empty strings), ``cfg`` (finite number or null), ``teacher``
+  (string or null), ``scale`` (integer ≥ 1 or null), ``first_step`` (string), ``schedule`` ("given" | "fitted"),
+  ``objective`` ("greedy" | "final"), ``metrics`` (object whose values are strings, numbers, booleans or null),
+  ``created`` and ``dode_version`` (strings). An absent or null field takes its default; an unknown field is ignored (a newer
+  dode of the same format version may add one, as ``aliases`` was added). Booleans are not numbers here.
+
+Writes go to a temp file ``.dode-<pid>@<host>.<random>.tmp`` in the destination's folder, then ``os.replace``: a
+reader sees the old file or the new one. A temp file left by a killed writer is deleted by the next write into that
+folder or the next LambdaStore scan of it (when its writer's process is gone, or after STALE_TEMP_SECONDS).
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import numbers
 import os
-import tempfile
+import re
+import secrets
+import socket
+import stat
+import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as serialize
 
 from .._version import __version__
 from ..samplers import SAMPLER_NAMES, check_sigmas, nfe
@@ -38,6 +68,11 @@ FORMAT_VERSION = 1
 SIGMA_RTOL = 1e-5  # grids that agree to float32 round-off are the same grid
 SCHEDULES = ("given", "fitted")
 OBJECTIVES = ("greedy", "final")
+LAMBDA_BOUND = 1e3  # no real fit comes near it; see the module docstring
+MAX_FILE_BYTES = 16 << 20  # a λ entry takes well under 1 kB; a bigger file is something else (a checkpoint?)
+STALE_TEMP_SECONDS = 3600  # a temp file of ours this old belongs to a writer that will never finish
+TEMP_NAME = re.compile(r"\.dode-(?:(\d{1,10})@([A-Za-z0-9]*)\.)?[^/\\]*\.tmp\Z")  # older dode: .dode-<random>.tmp
+FILE_HINT = "λ files are written by dode.save_lambdas or the Distill λ node; delete or replace this one"
 
 
 class LambdaFileError(ValueError):
@@ -67,14 +102,13 @@ class LambdaEntry:
     dode_version: str = __version__
 
     def __post_init__(self):
-        self.sigmas = torch.as_tensor(self.sigmas).detach().double().cpu().flatten()
-        self.lambdas = torch.as_tensor(self.lambdas).detach().double().cpu().flatten()
-        self.cfg = None if self.cfg is None else float(self.cfg)
-        if not isinstance(self.aliases, (list, tuple)) or not all(isinstance(a, str) and a for a in self.aliases):
-            raise ValueError(f"aliases must be a list of non-empty strings, got {self.aliases!r}")
-        self.aliases = list(self.aliases)
-        self.created = self.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.sigmas = as_vector("sigmas", self.sigmas)
+        self.lambdas = as_vector("lambdas", self.lambdas)
         self.validate()
+        self.cfg = None if self.cfg is None else float(self.cfg)
+        self.aliases = list(self.aliases)
+        self.metrics = dict(self.metrics)
+        self.created = self.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     @property
     def ids(self):
@@ -86,22 +120,23 @@ class LambdaEntry:
         return len(self.sigmas) - 1
 
     def validate(self):
-        """Raises ValueError unless sampler, σ grid and λ length agree."""
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"unknown sampler {self.sampler!r}; this dode knows {', '.join(SAMPLER_NAMES)}")
+        """Raises ValueError, naming the field, unless every field has its schema type (module docstring) and
+        sampler, σ grid and λ agree."""
+        if not isinstance(self.sampler, str) or self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {short(self.sampler)}; this dode knows {', '.join(SAMPLER_NAMES)}")
         check_sigmas(self.sigmas)
         expected = nfe(self.sampler, self.sigmas)
         if len(self.lambdas) != expected:
             raise ValueError(f"{self.sampler} on this {self.steps}-step grid needs {expected} λ values, "
                              f"the entry has {len(self.lambdas)}")
         if not torch.isfinite(self.lambdas).all():
-            raise ValueError("λ contains NaN or infinity")
-        if self.cfg is not None and not math.isfinite(self.cfg):
-            raise ValueError(f"cfg must be finite, got {self.cfg}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+            raise ValueError("lambdas contain NaN or infinity")
+        if self.lambdas.abs().max() > LAMBDA_BOUND:
+            raise ValueError(f"lambdas reach |λ| = {self.lambdas.abs().max():.3g}, beyond the bound {LAMBDA_BOUND:g} "
+                             "that no real fit comes near; refit (dode.distill) or drop this entry")
+        for name, want, ok in FIELD_TYPES:
+            if not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {want}, got {short(getattr(self, name))}")
 
     def same_grid(self, sigmas):
         """True if ``sigmas`` is this entry's σ grid (up to float32 round-off, relative: a final 0 is never a final
@@ -139,6 +174,61 @@ class LambdaEntry:
                 "created": self.created, "dode_version": self.dode_version}
 
 
+def as_vector(name, values):
+    """``values`` (a tensor or a sequence of real numbers) as a float64 CPU vector, or a ValueError naming ``name``."""
+    try:
+        vector = torch.as_tensor(values).detach()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise ValueError(f"{name} must be a 1-D tensor or list of numbers, got {short(values)}") from e
+    if vector.ndim != 1 or vector.dtype == torch.bool or vector.is_complex():
+        raise ValueError(f"{name} must be a 1-D tensor of real numbers, got {vector.dtype} with shape "
+                         f"{tuple(vector.shape)}")
+    return vector.double().cpu()
+
+
+def is_real(value):
+    """A real number, not a bool (JSON true must not pass as 1)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_real(value):
+    try:
+        return is_real(value) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def is_metric(value):
+    return value is None or isinstance(value, str) or isinstance(value, bool) or is_real(value)
+
+
+FIELD_TYPES = (  # (field, what it must be, check); sampler, sigmas and lambdas are checked in validate
+    ("model", "a string", lambda v: isinstance(v, str)),
+    ("aliases", "a list of non-empty strings",
+     lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) and a for a in v)),
+    ("cfg", "a finite number or null", lambda v: v is None or is_finite_real(v)),
+    ("teacher", "a string or null", lambda v: v is None or isinstance(v, str)),
+    ("scale", "an integer ≥ 1 or null", lambda v: v is None or (isinstance(v, numbers.Integral) and
+                                                                 not isinstance(v, bool) and v >= 1)),
+    ("first_step", "a string", lambda v: isinstance(v, str)),
+    ("schedule", f"one of {', '.join(SCHEDULES)}", lambda v: v in SCHEDULES),
+    ("objective", f"one of {', '.join(OBJECTIVES)}", lambda v: v in OBJECTIVES),
+    ("metrics", "an object of strings, numbers, booleans or nulls",
+     lambda v: isinstance(v, dict) and all(isinstance(k, str) and is_metric(m) for k, m in v.items())),
+    ("created", "a string", lambda v: isinstance(v, str)),
+    ("dode_version", "a string", lambda v: isinstance(v, str)),
+)
+
+
+def short(value, limit=60):
+    """A repr of ``value`` short enough for an error message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # a huge int or a deeply nested list
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def same_sigma(a, b):
     """True if noise levels ``a`` and ``b`` agree to float32 round-off (relative, so 0 only equals 0)."""
     return math.isclose(float(a), float(b), rel_tol=SIGMA_RTOL, abs_tol=0.0)
@@ -170,76 +260,223 @@ def save_lambdas(path, fit_or_entries, **meta):
         tensors[f"{k}.sigmas"] = entry.sigmas.contiguous()
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "dode_version": __version__,
               "entries": json.dumps([e.meta() for e in entries])}
-    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    data = serialize(tensors, metadata=header)
+    return write_atomically(path, lambda tmp: write_bytes(tmp, data))
+
+
+def write_bytes(path, data):
+    """Writes ``data`` into the existing file ``path`` (keeping its mode) and flushes it to disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_atomically(path, write):
-    """Runs ``write(tmp)`` on a temp file in ``path``'s folder, gives it the usual permissions, then os.replace:
-    readers see the old file or the new one, never a partial one, and a failed write leaves no temp file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dode-", suffix=".tmp", dir=folder)
-    os.close(fd)
+    """Runs ``write(tmp)`` on a new temp file in ``path``'s folder, then os.replace: readers see the old file or the
+    new one, never a partial one, and a failed write leaves no temp file. The temp file is created with mode 0666, so
+    the process umask (and the folder's default ACL) gives it the usual permissions without the umask being changed
+    (which would race with other threads). Stale temp files of killed writers in that folder are deleted first."""
+    path = os.fspath(path)
+    folder = prepare_folder(path)
+    clean_stale_temps(folder)
+    tmp = create_temp(folder, path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with suppress(OSError):
+            os.unlink(tmp)
         raise
     return path
 
 
-def current_umask():
-    """The process umask (read by setting and restoring it), so λ files get the usual permissions, not mkstemp's 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def read_header(path):
-    """The safetensors metadata and tensors of ``path``, or a LambdaFileError saying what is wrong."""
-    if not os.path.isfile(path):
-        raise LambdaFileError(f"{path}: no such λ file")
+def prepare_folder(path):
+    """Creates ``path``'s folder if needed and returns it, or an OSError that names the real obstacle."""
+    folder = os.path.dirname(os.path.abspath(path))
     try:
-        with safe_open(path, framework="pt") as f:
-            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise LambdaFileError(f"{path}: not a readable safetensors file ({e}); λ files are written by "
-                              "dode.save_lambdas or the Distill λ node") from e
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise NotADirectoryError(f"cannot save {path}: {blocking_file(folder)} is a file, not a folder; choose a "
+                                 "path inside a folder or move that file away") from e
+    except PermissionError as e:
+        raise PermissionError(f"cannot save {path}: no permission to create the folder {folder}; create it or "
+                              "choose a writable folder") from e
+    return folder
+
+
+def blocking_file(folder):
+    """The nearest of ``folder`` and its parents that exists but is not a folder."""
+    while not os.path.isdir(folder) and not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def create_temp(folder, path):
+    """A new empty temp file of ours in ``folder`` (mode 0666 less the umask), named for its writer (see TEMP_NAME)."""
+    tmp = os.path.join(folder, f".dode-{os.getpid()}@{this_host()}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+    except OSError as e:
+        if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+            raise PermissionError(f"cannot save {path}: the folder {folder} is read-only; choose a writable folder "
+                                  "or fix its permissions") from e
+        raise
+    return tmp
+
+
+def this_host():
+    """This machine's name as it appears in our temp file names (letters and digits only)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32]
+
+
+def clean_stale_temps(folder, names=None):
+    """Deletes the temp files of ours in ``folder`` (``names``: its listing, if at hand) that no writer will finish:
+    made on this host by a process that is gone (kill -9 during a save), or older than STALE_TEMP_SECONDS."""
+    if names is None:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+    for name in names:
+        match = TEMP_NAME.match(name)
+        tmp = os.path.join(folder, name)
+        if match and temp_is_stale(tmp, *match.groups()):
+            with suppress(OSError):
+                os.unlink(tmp)
+
+
+def temp_is_stale(tmp, pid, host):
+    try:
+        age = time.time() - os.lstat(tmp).st_mtime
+    except OSError:
+        return False
+    return age > STALE_TEMP_SECONDS or (pid is not None and host == this_host() and not process_alive(int(pid)))
+
+
+def process_alive(pid):
+    """False only if no process ``pid`` exists on this host (posix; elsewhere every writer counts as alive)."""
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process; not a pid this system can have
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def read_bytes(path):
+    """The bytes of the λ file ``path``, read through one open (a concurrent os.replace can't mix two versions)."""
+    path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as e:
+        broken = " (a symbolic link to a missing file)" if os.path.islink(path) else ""
+        raise LambdaFileError(f"{path}: no such λ file{broken}") from e
+    except OSError as e:
+        raise LambdaFileError(f"{path}: cannot open the λ file ({e.strerror or e}); fix its permissions or, if "
+                              "it is a symbolic link, its target") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LambdaFileError(f"{path}: not a regular file (a folder, pipe or device); a λ file is a "
+                                  ".safetensors file")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise LambdaFileError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB, which no λ file is (a checkpoint "
+                              "in the λ folder?); move it out of the λ folder")
+    return data
+
+
+def read_container(path, data):
+    """The safetensors header metadata and the tensors of ``data``, or a LambdaFileError."""
+    try:
+        tensors = load_safetensors(data)
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + size].decode("utf-8"))
+    except Exception as e:  # bytes from a stranger: any failure of the parser means "not a safetensors file"
+        raise LambdaFileError(f"{path}: not a readable safetensors file ({type(e).__name__}: {short(str(e), 200)}); "
+                              f"{FILE_HINT}") from e
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return (metadata if isinstance(metadata, dict) else {}), tensors
 
 
 def load_lambdas(path):
-    """Reads and validates a λ file; returns its entries."""
-    header, tensors = read_header(path)
-    if header.get("format") != FORMAT:
-        raise LambdaFileError(f"{path}: not a dode λ file (format {header.get('format')!r}, expected {FORMAT!r})")
-    version = header.get("format_version", "")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
-        raise LambdaFileError(f"{path}: λ file format version {version!r} is newer than this dode supports "
-                              f"({FORMAT_VERSION}); update dode")
-    try:
-        metas = json.loads(header["entries"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise LambdaFileError(f"{path}: the entry list in the header is missing or not JSON ({e})") from e
-    if not isinstance(metas, list) or not metas:
-        raise LambdaFileError(f"{path}: the file holds no λ entries")
+    """Reads a λ file (one open) and validates it against the schema (module docstring); returns its entries.
+    Anything else raises LambdaFileError naming the file, the entry and the field."""
+    path = os.fspath(path)
+    metadata, tensors = read_container(path, read_bytes(path))
+    check_format(path, metadata)
+    metas = read_entry_list(path, metadata)
+    expected = {f"{k}.{part}" for k in range(len(metas)) for part in ("lambdas", "sigmas")}
+    stray = sorted(set(tensors) - expected)
+    if stray:
+        raise LambdaFileError(f"{path}: tensor {short(stray[0])} belongs to none of the {len(metas)} entries; "
+                              f"{FILE_HINT}")
     return [parse_entry(path, k, meta, tensors) for k, meta in enumerate(metas)]
 
 
+def check_format(path, metadata):
+    if metadata.get("format") != FORMAT:
+        raise LambdaFileError(f"{path}: not a dode λ file (format {short(metadata.get('format'))}, expected "
+                              f"{FORMAT!r}); {FILE_HINT}")
+    version = metadata.get("format_version")
+    if version is None:
+        raise LambdaFileError(f"{path}: the header has no format_version (every dode λ file has "
+                              f"{str(FORMAT_VERSION)!r}); the file is damaged or was not written by dode")
+    if version == str(FORMAT_VERSION):
+        return
+    if isinstance(version, str) and re.fullmatch(r"[1-9][0-9]*", version):
+        raise LambdaFileError(f"{path}: λ file format version {short(version)} is newer than this dode supports "
+                              f"({FORMAT_VERSION}); update dode")
+    raise LambdaFileError(f"{path}: format_version {short(version)} is not a λ file version (this dode reads "
+                          f"{str(FORMAT_VERSION)!r}); the file is damaged or was not written by dode")
+
+
+def read_entry_list(path, metadata):
+    try:
+        metas = json.loads(metadata["entries"])
+    except KeyError as e:
+        raise LambdaFileError(f"{path}: the header has no entry list; {FILE_HINT}") from e
+    except (TypeError, ValueError, RecursionError) as e:  # not JSON, a huge integer, nested too deeply
+        raise LambdaFileError(f"{path}: the entry list in the header is not JSON dode can read "
+                              f"({type(e).__name__}: {short(str(e), 120)}); {FILE_HINT}") from e
+    if not isinstance(metas, list) or not metas:
+        raise LambdaFileError(f"{path}: the file holds no λ entries (the header's entry list is "
+                              f"{short(metas)}); {FILE_HINT}")
+    return metas
+
+
+ENTRY_FIELDS = ("model", "aliases", "cfg", "teacher", "scale", "first_step", "schedule", "objective", "metrics",
+                "created", "dode_version")
+
+
 def parse_entry(path, k, meta, tensors):
+    """Entry ``k`` of ``path``: its metadata object and its two tensors, checked against the schema."""
+    if not isinstance(meta, dict):
+        raise LambdaFileError(f"{path}: entry {k}: the metadata must be an object, got {short(meta)}")
     names = (f"{k}.lambdas", f"{k}.sigmas")
     missing = [n for n in names if n not in tensors]
-    if missing or not isinstance(meta, dict):
-        raise LambdaFileError(f"{path}: entry {k} is incomplete (missing {', '.join(missing) or 'metadata'})")
-    fields = {key: meta.get(key) for key in ("model", "aliases", "cfg", "teacher", "scale", "first_step", "schedule",
-                                             "objective", "metrics", "created", "dode_version") if meta.get(key) is not None}
+    if missing:
+        raise LambdaFileError(f"{path}: entry {k} is incomplete (missing {', '.join(missing)})")
+    for name in names:
+        tensor = tensors[name]
+        if tensor.dtype != torch.float64 or tensor.ndim != 1:
+            raise LambdaFileError(f"{path}: entry {k}: tensor {name} must be float64 and 1-D, got {tensor.dtype} "
+                                  f"with shape {tuple(tensor.shape)}")
+    fields = {key: meta[key] for key in ENTRY_FIELDS if meta.get(key) is not None}
     try:
         entry = LambdaEntry(sampler=meta.get("sampler"), lambdas=tensors[names[0]], sigmas=tensors[names[1]], **fields)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise LambdaFileError(f"{path}: entry {k} is invalid: {e}") from e
-    if meta.get("steps") not in (None, entry.steps):
-        raise LambdaFileError(f"{path}: entry {k} says {meta['steps']} steps but its σ grid has {entry.steps}")
+    steps = meta.get("steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps != entry.steps):
+        raise LambdaFileError(f"{path}: entry {k}: steps says {short(steps)} but its σ grid has {entry.steps} steps")
     return entry
 
 
@@ -297,7 +534,7 @@ def find_schedule(entries, sampler, steps, sigma_max, sigma_last=0.0, model=None
             return entry
         if nearest is None or len(diffs) < len(nearest[2]):
             nearest = (k, entry, diffs)
-    want = (f"a fitted {steps}-step {sampler} schedule, σ {float(sigma_max):.4g}→{float(sigma_last):.4g}, "
+    want = (f"fitted {steps}-step {sampler} schedule, σ {float(sigma_max):.4g}→{float(sigma_last):.4g}, "
             f"{'no cfg' if cfg is None else f'cfg {cfg:g}'}" +
             ("" if models is None else f", model {' or '.join(sorted(models))}"))
     near = "it is empty" if nearest is None else \

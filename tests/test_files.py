@@ -52,7 +52,9 @@ def test_lookup_is_strict_and_explains_near_misses():
 
 
 def write_raw(path, tensors, **header):
-    save_file(tensors, str(path), metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items()})
+    """A safetensors file with ``header`` as its metadata (JSON for non-strings; None leaves a field out)."""
+    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in header.items() if v is not None}
+    save_file(tensors, str(path), metadata=metadata)
     return path
 
 
@@ -72,7 +74,7 @@ META = [{"sampler": "euler", "steps": 5}]
     (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1",
                          entries=[{"sampler": "dpm_fast"}]), "unknown sampler"),
     (lambda p: write_raw(p, GOOD, format="dode.lambdas", format_version="1",
-                         entries=[{"sampler": "euler", "steps": 6}]), "says 6 steps"),
+                         entries=[{"sampler": "euler", "steps": 6}]), "entry 0: steps says 6"),
     (lambda p: write_raw(p, {"0.lambdas": GOOD["0.lambdas"], "0.sigmas": GOOD["0.sigmas"].flip(0)},
                          format="dode.lambdas", format_version="1", entries=META), "strictly decreasing"),
     (lambda p: write_raw(p, {"0.lambdas": GOOD["0.lambdas"]}, format="dode.lambdas", format_version="1",
@@ -94,7 +96,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dode.lambdas.files.save_file", crash)
+    monkeypatch.setattr("dode.lambdas.files.write_bytes", crash)
     with pytest.raises(KeyboardInterrupt):
         dode.save_lambdas(path, entry(cfg=3.0))
     assert path.read_bytes() == before
@@ -261,3 +263,242 @@ def test_store_finds_schedules_and_replaces_a_fit_for_the_same_range(tmp_path):
     assert store.lookup("model-a", "euler", found.sigmas, cfg=7.0)[0].metrics == {"v": 2}
     found, reason = store.lookup_schedule(["model-a"], "euler", 6, 80.0, cfg=7.0)
     assert found is None and "nearest is entry" in reason and "steps, not 6" in reason
+
+
+# ---------------------------------------------------------------- the strict schema (issue 10)
+
+def write_entry(path, tensors=None, version="1", **meta):
+    """A one-entry λ file written by hand: GOOD's tensors (or ``tensors``) and META's fields updated by ``meta``."""
+    return write_raw(path, GOOD if tensors is None else tensors, format="dode.lambdas", format_version=version,
+                     entries=[{**META[0], **meta}])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", ["a", "b"], "model must be a string"),
+    ("cfg", "7", "cfg must be a finite number or null"),
+    ("cfg", True, "cfg must be a finite number or null"),
+    ("cfg", 10 ** 400, "cfg must be a finite number or null"),
+    ("teacher", 3, "teacher must be a string or null"),
+    ("scale", 2.5, r"scale must be an integer ≥ 1"),
+    ("scale", 0, r"scale must be an integer ≥ 1"),
+    ("scale", False, r"scale must be an integer ≥ 1"),
+    ("first_step", [], "first_step must be a string"),
+    ("metrics", [1, 2], "metrics must be an object of strings, numbers"),
+    ("metrics", {"a": [1]}, "metrics must be an object of strings, numbers"),
+    ("created", 5, "created must be a string"),
+    ("dode_version", {}, "dode_version must be a string"),
+    ("sampler", ["euler"], "unknown sampler"),
+    ("steps", "5", "steps says '5'"),
+    ("steps", True, "steps says True"),
+])
+def test_every_metadata_field_has_its_type(tmp_path, field, value, message):
+    path = write_entry(tmp_path / "bad.safetensors", **{field: value})
+    with pytest.raises(dode.LambdaFileError, match=rf"bad\.safetensors: entry 0.*{message}"):
+        dode.load_lambdas(path)
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.zeros(5, dtype=torch.bool), torch.zeros(5, dtype=torch.int64), torch.zeros(5, dtype=torch.float16),
+    torch.zeros(5, dtype=torch.float32), torch.zeros(5, dtype=torch.uint64), torch.zeros(5, dtype=torch.complex64),
+    torch.zeros(5, dtype=torch.float8_e4m3fn), torch.zeros(1, 5, dtype=torch.float64),
+    torch.zeros(5, 1, 1, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64),
+])
+def test_tensors_must_be_float64_vectors(tmp_path, tensor):
+    try:
+        path = write_entry(tmp_path / "bad.safetensors", {"0.lambdas": tensor, "0.sigmas": GOOD["0.sigmas"]})
+    except Exception:  # this safetensors can't even write that dtype
+        pytest.skip(f"safetensors cannot store {tensor.dtype}")
+    with pytest.raises(dode.LambdaFileError, match=r"entry 0: tensor 0\.lambdas must be float64 and 1-D, got"):
+        dode.load_lambdas(path)
+    sigmas2d = {"0.lambdas": GOOD["0.lambdas"], "0.sigmas": GOOD["0.sigmas"][None]}
+    with pytest.raises(dode.LambdaFileError, match=r"tensor 0\.sigmas must be float64 and 1-D"):
+        dode.load_lambdas(write_entry(tmp_path / "bad2.safetensors", sigmas2d))
+
+
+@pytest.mark.parametrize("version, message", [
+    ("0", "'0' is not a λ file version"), ("١", "is not a λ file version"), ("²", "is not a λ file version"),
+    ("01", "is not a λ file version"), ("1.0", "is not a λ file version"), (" 1", "is not a λ file version"),
+    ("2", "newer than this dode supports"), ("12", "newer than this dode supports"),
+])
+def test_format_version_is_exactly_one(tmp_path, version, message):
+    with pytest.raises(dode.LambdaFileError, match=message):
+        dode.load_lambdas(write_entry(tmp_path / "v.safetensors", version=version))
+    assert dode.load_lambdas(write_entry(tmp_path / "ok.safetensors", version="1"))[0].sampler == "euler"
+
+
+def test_values_outside_the_schema_are_refused(tmp_path):
+    def rejected(tensors, message, **header):
+        path = write_raw(tmp_path / "bad.safetensors", tensors, **({"format": "dode.lambdas", "format_version": "1",
+                                                                     "entries": META} | header))
+        with pytest.raises(dode.LambdaFileError, match=message):
+            dode.load_lambdas(path)
+
+    sigmas = GOOD["0.sigmas"]
+    rejected({"0.lambdas": torch.full((5,), 1e300, dtype=torch.float64), "0.sigmas": sigmas}, "beyond the bound 1000")
+    rejected({"0.lambdas": torch.full((5,), -1001.0, dtype=torch.float64), "0.sigmas": sigmas}, "beyond the bound")
+    rejected({"0.lambdas": torch.full((5,), float("nan"), dtype=torch.float64), "0.sigmas": sigmas}, "NaN")
+    rejected({"0.lambdas": GOOD["0.lambdas"], "0.sigmas": sigmas.clone().index_fill_(0, torch.tensor([2]), float("inf"))},
+             "NaN or infinity")
+    rejected(GOOD | {"1.lambdas": GOOD["0.lambdas"].clone()}, r"tensor '1\.lambdas' belongs to none of the 1 entries")
+    rejected(GOOD, "the header has no format_version", format_version=None)
+    rejected(GOOD, "the header has no entry list", entries=None)
+    rejected(GOOD, "not JSON dode can read", entries="[" * 100000 + "]" * 100000)
+    rejected(GOOD, "not JSON dode can read", entries='[{"sampler": "euler", "scale": 1' + "0" * 5000 + "}]")
+    rejected(GOOD, "entry 0: the metadata must be an object", entries=["euler"])
+    edge = {"0.lambdas": torch.full((5,), 1e3, dtype=torch.float64), "0.sigmas": sigmas}
+    assert dode.load_lambdas(write_entry(tmp_path / "edge.safetensors", edge))[0].lambdas.max() == 1e3
+
+
+def test_things_that_are_not_files_give_one_clear_error(tmp_path):
+    (tmp_path / "dir.safetensors").mkdir()
+    os.symlink(tmp_path / "missing", tmp_path / "dangling.safetensors")
+    os.symlink(tmp_path / "loop.safetensors", tmp_path / "loop.safetensors")
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    with open(tmp_path / "big.safetensors", "wb") as f:
+        f.truncate(dode.lambdas.files.MAX_FILE_BYTES + 1)
+    for name, message in [("dir", "not a regular file"), ("fifo", "not a regular file"),
+                          ("dangling", "a symbolic link to a missing file"), ("loop", "cannot open the λ file"),
+                          ("big", "larger than 16 MiB")]:
+        with pytest.raises(dode.LambdaFileError, match=rf"{name}\.safetensors: .*{message}"):
+            dode.load_lambdas(tmp_path / f"{name}.safetensors")
+
+
+def test_the_store_skips_every_bad_file_names_it_and_serves_the_others(tmp_path, caplog):
+    folder = tmp_path / "models [sdxl]"  # glob characters in the folder name
+    folder.mkdir()
+    (folder / "dir.safetensors").mkdir()
+    os.symlink(tmp_path / "missing", folder / "dangling.safetensors")
+    os.symlink(folder / "loop.safetensors", folder / "loop.safetensors")
+    os.mkfifo(folder / "fifo.safetensors")
+    write_entry(folder / "version.safetensors", version="²")
+    write_entry(folder / "deep.safetensors").write_bytes(b"")
+    write_raw(folder / "nested.safetensors", GOOD, format="dode.lambdas", format_version="1",
+              entries="[" * 100000 + "]" * 100000)
+    write_entry(folder / "model.safetensors", model=["a"])
+    dode.save_lambdas(folder / "zz-good.safetensors", entry())
+    store = dode.LambdaStore([folder])
+    with caplog.at_level("WARNING", logger="dode"):
+        found, where = store.lookup("model-a", "euler", karras_sigmas(5), cfg=7.0)
+        assert store.lookup("model-a", "euler", karras_sigmas(5), cfg=7.0)[0] is not None
+    assert found is not None and where == str(folder / "zz-good.safetensors")
+    bad = {"dir", "dangling", "loop", "fifo", "version", "deep", "nested", "model"}
+    assert [os.path.basename(p) for p, _ in store.skipped] == sorted(f"{n}.safetensors" for n in bad)
+    assert all(reason.startswith(path) for path, reason in store.skipped)
+    assert caplog.text.count("skipping") == len(bad)  # one named warning per file, not one per lookup
+    for name in bad:
+        assert f"{name}.safetensors" in caplog.text
+    os.unlink(folder / "dangling.safetensors")
+    store.lookup("model-a", "euler", karras_sigmas(5), cfg=7.0)
+    assert len(store.skipped) == len(bad) - 1
+
+
+def test_add_refuses_to_overwrite_a_file_it_cannot_read(tmp_path):
+    path = write_entry(tmp_path / "m.safetensors", version="2")
+    before = path.read_bytes()
+    with pytest.raises(dode.LambdaFileError, match="newer than this dode supports.*Not adding to it"):
+        dode.LambdaStore().add(path, entry())
+    assert path.read_bytes() == before
+
+
+def test_write_errors_name_the_real_problem(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"file is a file, not a folder"):
+        dode.save_lambdas(tmp_path / "file" / "sub" / "m.safetensors", entry())
+    with pytest.raises(NotADirectoryError, match=r"file is a file, not a folder"):
+        dode.LambdaStore().add(tmp_path / "file" / "m.safetensors", entry())
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if ".dode-" in os.fspath(path) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(PermissionError, match=r"the folder .*ro is read-only; choose a writable folder") as e:
+        dode.save_lambdas(tmp_path / "ro" / "m.safetensors", entry())
+    assert ".dode-" not in str(e.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_folder_is_named(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match="read-only"):
+            dode.save_lambdas(folder / "m.safetensors", entry())
+    finally:
+        folder.chmod(0o755)
+
+
+def test_saving_never_touches_the_process_umask(tmp_path, monkeypatch):
+    umask = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("save_lambdas changed the process umask"))
+        path = dode.save_lambdas(tmp_path / "m.safetensors", entry())
+        dode.LambdaStore().add(path, entry("heun"))
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def dead_pid():
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temp_files_of_ours_are_cleaned_on_the_next_scan_and_write(tmp_path):
+    import time
+    host = dode.lambdas.files.this_host()
+    folder = tmp_path / "lambdas"
+    folder.mkdir()
+    dead, alive, old, fresh, other = (folder / f".dode-{dead_pid()}@{host}.a1.tmp",
+                                      folder / f".dode-{os.getpid()}@{host}.b2.tmp",
+                                      folder / ".dode-oldstyle.tmp", folder / ".dode-fresh.tmp", folder / ".other.tmp")
+    for p in (dead, alive, old, fresh, other):
+        p.write_bytes(b"partial")
+    hour_ago = time.time() - dode.lambdas.files.STALE_TEMP_SECONDS - 60
+    os.utime(old, (hour_ago, hour_ago))
+    dode.LambdaStore([folder]).lookup("m", "euler", karras_sigmas(5))
+    assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, fresh.name, other.name])
+    dead.write_bytes(b"partial")
+    dode.save_lambdas(folder / "m.safetensors", entry())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([alive.name, fresh.name, other.name, "m.safetensors"])
+
+
+def test_entries_refuse_bad_values_when_made_in_code():
+    sigmas = karras_sigmas(5)
+    for kw, message in [(dict(cfg="7"), "cfg must be a finite number"), (dict(cfg=True), "cfg must be"),
+                        (dict(model=None), "model must be a string"), (dict(lambdas=["0.1"] * 5), "lambdas must be a 1-D"),
+                        (dict(lambdas=torch.zeros(1, 5)), "lambdas must be a 1-D tensor of real numbers"),
+                        (dict(lambdas=torch.full((5,), 2e3)), "beyond the bound")]:
+        with pytest.raises(ValueError, match=message):
+            LambdaEntry(**(dict(sampler="euler", sigmas=sigmas, lambdas=torch.zeros(5)) | kw))
+    assert LambdaEntry("euler", sigmas, [0.1] * 5, cfg=7).cfg == 7.0
+
+
+def test_sample_with_lambda_warns_once_on_nan_and_checks_the_output_shape():
+    import warnings
+    sigmas = karras_sigmas(5)
+    x = torch.randn(2, 8) * 80
+
+    def nan_model(x, sigma):
+        return torch.full_like(x, float("nan"))
+
+    with pytest.warns(RuntimeWarning, match=r"the model returned NaN/inf at σ=80") as record:
+        out = dode.sample(nan_model, x, sigmas, "heun", lambdas=torch.zeros(9))
+    assert len([w for w in record if "NaN/inf" in str(w.message)]) == 1 and out.isnan().all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dode.sample(nan_model, x, sigmas, "heun")  # the stock path stays as silent as the host's samplers
+        dode.sample(lambda x, s: x * 0, x, sigmas, "heun", lambdas=torch.zeros(9))
+    with pytest.raises(ValueError, match=r"the model returned shape \(8,\) for a state of shape \(2, 8\)"):
+        dode.sample(lambda x, s: x[0], x, sigmas, "euler", lambdas=torch.zeros(5))
+    with pytest.raises(ValueError, match=r"shape \(1, 8\)"):
+        dode.sample(lambda x, s: x[:1], x, sigmas, "euler")
+    with pytest.raises(ValueError, match="lambdas must be a tensor or a list of numbers"):
+        dode.sample(lambda x, s: x, x, sigmas, "euler", lambdas=["0.1"] * 5)
