@@ -16,6 +16,8 @@ def load_kdiffusion_sampling():
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None:
         pytest.skip("k-diffusion oracle not installed (.ci/run installs it)")
+    for module in ("scipy", "torchdiffeq", "torchsde", "PIL"):  # what k_diffusion.sampling imports, beyond torch
+        pytest.importorskip(module, reason=f"the k-diffusion oracle needs {module} (pip install -e '.[test]')")
     if "k_diffusion.sampling" in sys.modules:
         return sys.modules["k_diffusion.sampling"]
     pkg = types.ModuleType("k_diffusion")
