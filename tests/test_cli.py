@@ -1,31 +1,66 @@
 """The demo, the benchmark and `show` on the embedded tiny digits model (small batches)."""
+import ast
 import json
+import os
 
 import pytest
+import torch
 
 import dode
 from dode.bench import run_bench, steps_for_nfe, write_json
-from dode.cli import main
+from dode.cli import build_parser, main
 from dode.demo import MODEL_ID, run_demo
 
 
 def test_demo_fits_saves_and_beats_stock(tmp_path):
-    result = run_demo(str(tmp_path), "euler", 5, fit_batch=64, eval_batch=256, log=lambda *a: None)
+    lines = []
+    result = run_demo(str(tmp_path), "euler", 5, fit_batch=64, eval_batch=256, log=lines.append)
     entry, = dode.load_lambdas(result["lambda_file"])
     assert (entry.sampler, entry.steps, entry.model) == ("euler", 5, MODEL_ID)
+    assert entry.lambdas.tolist() == result["lambdas"]
     rows = result["rows"]
     assert rows["D-ODE"]["rmse_teacher"] < 0.9 * rows["stock"]["rmse_teacher"]
     assert rows["D-ODE"]["fd"] < 0.5 * rows["stock"]["fd"]
-    assert (tmp_path / "demo_euler5.png").stat().st_size > 10_000
+    printed = "\n".join(lines)  # says where the λ file and the figure went
+    assert f"λ file: {os.path.abspath(result['lambda_file'])}" in printed
+    assert f"figure: {os.path.abspath(tmp_path / 'demo_euler5.png')}" in printed
+    PIL = pytest.importorskip("PIL.Image", reason="reading the figure back needs Pillow")
+    with PIL.open(tmp_path / "demo_euler5.png") as figure:
+        assert figure.width >= 900 and 400 <= figure.height <= figure.width
 
 
 def test_show_prints_entries_and_rejects_bad_files(tmp_path, capsys):
     path = run_demo(str(tmp_path), "dpmpp_2m", 4, fit_batch=16, eval_batch=64, log=lambda *a: None)["lambda_file"]
+    entry, = dode.load_lambdas(path)
     main(["show", path])
-    assert "dpmpp_2m, 4 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"entry 0: {entry.describe()}\n") and f"model {MODEL_ID}" in out
+    assert f"teacher {entry.teacher}×{entry.scale}, first step {entry.first_step}" in out
+    printed = {line.split(" = ")[0].strip(): ast.literal_eval(line.split(" = ")[1])
+               for line in out.splitlines() if " = [" in line}
+    assert printed["λ"] == pytest.approx(entry.lambdas.tolist(), abs=5e-5)
+    assert printed["σ"] == pytest.approx(entry.sigmas.tolist(), abs=5e-5) and len(printed["σ"]) == 5
     (tmp_path / "bad.safetensors").write_text("junk")
     with pytest.raises(SystemExit, match="not a readable safetensors file"):
         main(["show", str(tmp_path / "bad.safetensors")])
+    with pytest.raises(SystemExit, match="no such λ file"):
+        main(["show", str(tmp_path / "missing.safetensors")])
+
+
+def test_help_is_plain_text_and_every_option_says_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top and "python -m dode demo" in top
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("demo", "bench"):
+        options = [a for a in commands[name]._actions if a.option_strings and a.dest != "help"]
+        assert len(options) >= 5
+        for action in options:
+            assert action.help and "default" in action.help, f"{name} {action.option_strings[0]} lacks help/default"
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "%(default)" not in capsys.readouterr().out
 
 
 def test_steps_for_nfe_respects_the_budget():
@@ -42,9 +77,27 @@ def test_bench_rows_and_json(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["lambdas"] == euler5["lambdas"]
 
 
-def test_alignment_ablation_fits_one_lambda_per_evaluation():
+def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
+    """The official (index-matched) targets: an Euler teacher on Karras(scale × NFE) and target j at teacher index
+    (j + 1)·scale, fitted greedily: λ_j = ⟨T_j − a_j, b_j⟩/⟨b_j, b_j⟩ with a_j the stock Euler step and
+    b_j = (σ_j − σ_{j+1})/σ_j · (D_j − D_{j−1}); λ_0 = 0."""
     from dode.benchmarks.alignment import index_matched_lambdas
     from dode.bench import grid, noise
-    from dode.testbed import load_tiny_model
-    lambdas = index_matched_lambdas(load_tiny_model(), noise(8, 0), grid(3), "heun", 2)
-    assert len(lambdas) == dode.nfe("heun", grid(3)) and lambdas[0] == 0 and lambdas.abs().sum() > 0
+    from dode.samplers import karras_sigmas
+    from dode.testbed import SIGMA_MAX, SIGMA_MIN, load_tiny_model
+    model, x, sigmas, scale = load_tiny_model(torch.float64), noise(8, 0).double(), grid(3).double(), 2
+    states = []
+    teacher = karras_sigmas(scale * 3, SIGMA_MIN, SIGMA_MAX).double()
+    states.append(dode.sample(model, x, teacher, "euler", callback=lambda d: states.append(d["x"]), disable=True))
+    assert len(states) == scale * 3 + 1  # the callback's states x_0 … x_5, then the final sample
+    expected, prev, ones = [], x, torch.ones(len(x), dtype=torch.float64)
+    for j in range(3):
+        d = model(x, sigmas[j] * ones)
+        a = x + (sigmas[j + 1] - sigmas[j]) * (x - d) / sigmas[j]
+        b = (sigmas[j] - sigmas[j + 1]) / sigmas[j] * (d - prev)
+        lam = 0.0 if j == 0 else float(((states[(j + 1) * scale] - a) * b).sum() / (b * b).sum())
+        expected.append(lam)
+        x, prev = a + lam * b, d
+    got = index_matched_lambdas(model, noise(8, 0).double(), sigmas, "euler", scale)
+    assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert abs(expected[1]) > 1e-3 and abs(expected[2]) > 1e-3
