@@ -13,10 +13,15 @@ import torch
 
 from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landing_sigmas, nfe
 from ..samplers.base import apply_lambda
+from .calls import CountedModel, ReplayModel, Trajectory
 from .files import LambdaEntry
+from .final import DEFAULT_ITERATIONS, DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
+FINAL_SCALE = 10
+OBJECTIVES = ("final", "greedy")
+DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
 DEFAULT_FIRST_STEP = "none"
 DEGENERATE_RATIO = 1e-4  # a direction under this fraction of the step needs a huge, ill-conditioned λ: skip it
@@ -35,25 +40,49 @@ def teacher_grid(sigmas, landings, scale, rho=7.0):
 
 @dataclass
 class FitReport:
-    """What the fit did: per evaluation λ, its noise level and the distance to the teacher before/after λ."""
+    """What the fit did: λ per network evaluation, the distances to the teacher and the fit's cost.
+
+    ``steps`` has one row per evaluation: ``eval``, ``sigma`` (the noise level the network is called at), ``lands``
+    (the noise level of the state its λ corrects), ``lambda`` and, for the greedy fit, ``rmse_before`` / ``rmse_after``
+    (distance to the teacher's state there with λ_i = 0 / with the fitted λ_i). ``rmse_stock`` and ``rmse_after`` are
+    the final sample's distances to the teacher's over the fit batch, for λ = 0 on the input grid and for the fit
+    (the greedy fit measures the stock one only with ``compare_stock=True``). ``network_calls`` counts every network
+    call of the fit, the teacher's included, and ``network_rows`` the latents those calls evaluated."""
+    objective: str = "greedy"
+    schedule: str = "given"
     steps: list = field(default_factory=list)
+    trials: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     rmse_before: float = math.nan
     rmse_after: float = math.nan
     rmse_stock: float = math.nan
     teacher_nfe: int = 0
     student_nfe: int = 0
+    network_calls: int = 0
+    network_rows: int = 0
     seconds: float = 0.0
 
     def table(self):
-        """A plain-text table of the fit, one row per network evaluation."""
-        rows = [f"{'eval':>4} {'sigma':>9} {'lambda':>9} {'rmse λ=0':>10} {'rmse fit':>10}"]
-        rows += [f"{s['eval']:>4} {s['sigma']:>9.4g} {s['lambda']:>9.4f} {s['rmse_before']:>10.5f} "
-                 f"{s['rmse_after']:>10.5f}" for s in self.steps]
-        rows.append(f"final rmse to teacher: stock {self.rmse_stock:.5f}, last step λ=0 {self.rmse_before:.5f}, "
-                    f"D-ODE {self.rmse_after:.5f}")
+        """A plain-text table of the fit, one row per network evaluation, then the distances and the cost."""
+        greedy = self.objective == "greedy"
+        head = f"{'eval':>4} {'evaluates at σ':>14} {'corrects x at σ':>15} {'λ':>9}"
+        rows = [head + (f" {'rmse λ_i=0':>10} {'rmse λ_i':>10}" if greedy else "")]
+        for s in self.steps:
+            row = f"{s['eval']:>4} {s['sigma']:>14.4g} {s['lands']:>15.4g} {s['lambda']:>9.4f}"
+            if greedy and "rmse_before" in s:
+                row += f" {s['rmse_before']:>10.5f} {s['rmse_after']:>10.5f}"
+            rows.append(row)
+        rows.append(self.summary())
         rows += [f"warning: {w}" for w in self.warnings]
         return "\n".join(rows)
+
+    def summary(self):
+        """One line: the distance to the teacher's final sample before and after, and what the fit cost."""
+        stock = "not measured (compare_stock=True)" if math.isnan(self.rmse_stock) else f"{self.rmse_stock:.5f}"
+        kind = "λ and σ schedule" if self.schedule == "fitted" else "λ"
+        return (f"{kind} fitted ({self.objective} objective); RMSE to the teacher's final sample on the fit batch: "
+                f"stock {stock} → D-ODE {self.rmse_after:.5f}; {self.network_calls} network calls "
+                f"({self.network_rows} latent rows), {self.seconds:.2f} s")
 
 
 class TeacherTargets:
@@ -95,7 +124,7 @@ class LambdaFit:
         after = (residual - lam * direction).square().mean().sqrt().item()
         self.last = (before, after)
         if self.fit:
-            self.report.steps.append({"eval": i, "sigma": float(sigma_next), "lambda": lam,
+            self.report.steps.append({"eval": i, "lands": float(sigma_next), "lambda": lam,
                                       "rmse_before": before, "rmse_after": after})
         return apply_lambda(lam, x_plain, coef, out, prev)
 
@@ -124,7 +153,8 @@ class LambdaFit:
 
 @dataclass
 class DistillResult:
-    """Fitted λ and everything needed to use, save and judge it."""
+    """Fitted λ (and σ grid) and everything needed to use, save and judge it. ``sigmas`` is the grid to sample with:
+    the fitted one for ``schedule == "fitted"``, else ``input_sigmas``, the grid the fit was given."""
     lambdas: torch.Tensor
     sampler: str
     sigmas: torch.Tensor
@@ -134,28 +164,57 @@ class DistillResult:
     samples: torch.Tensor
     teacher_samples: torch.Tensor
     report: FitReport
+    objective: str = "greedy"
+    schedule: str = "given"
+    input_sigmas: torch.Tensor = None
 
     def entry(self, model="", cfg=None, aliases=(), **extra):
         """This fit as a λ-file entry for ``model`` (a host-supplied identity, plus ``aliases`` of the same model) and
         CFG scale ``cfg``; ``extra`` goes into the metrics."""
-        metrics = {"rmse_stock": self.report.rmse_stock, "rmse_before": self.report.rmse_before,
-                   "rmse_dode": self.report.rmse_after, "batch": int(self.samples.shape[0]),
-                   "fit_seconds": round(self.report.seconds, 3), **extra}
+        metrics = {"rmse_stock": self.report.rmse_stock, "rmse_dode": self.report.rmse_after,
+                   "batch": int(self.samples.shape[0]), "fit_seconds": round(self.report.seconds, 3),
+                   "network_calls": self.report.network_calls, "network_rows": self.report.network_rows, **extra}
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
         return LambdaEntry(sampler=self.sampler, sigmas=self.sigmas, lambdas=self.lambdas, model=model,
                            aliases=list(aliases), cfg=cfg, teacher=self.teacher, scale=self.scale,
-                           first_step=self.first_step, metrics=metrics)
+                           first_step=self.first_step, schedule=self.schedule, objective=self.objective,
+                           metrics=metrics)
 
 
-def check_fit_args(sampler, teacher, scale, first_step, clamp):
+def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule):
     get_solver(sampler)
     get_solver(teacher)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, got {objective!r}")
+    if schedule and objective != "final":
+        raise ValueError("schedule=True fits the σ grid to the final sample, so it needs objective='final' "
+                         f"(got {objective!r})")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an integer ≥ 1 (teacher sub-steps per student interval), got {scale!r}")
     if first_step not in FIRST_STEP_MODES:
         raise ValueError(f"first_step must be one of {FIRST_STEP_MODES}, got {first_step!r}")
     if clamp is not None and not clamp > 0:
         raise ValueError(f"clamp must be a positive bound on |λ| or None, got {clamp!r}")
+
+
+def check_grid(sigmas, schedule, sigma_range):
+    """The σ grid a fit needs: ≥ 2 steps (≥ 1 interior σ to move for a schedule), inside the host's σ range."""
+    if schedule and torch.is_tensor(sigmas) and sigmas.ndim == 1 and len(sigmas) == 2:
+        raise ValueError("schedule=True moves the interior noise levels of the grid, and a 1-step grid has none; "
+                         "pass at least 2 steps")
+    check_sigmas(sigmas, min_steps=2)
+    if sigma_range is None:
+        return 0.0
+    low, high = (float(v) for v in sigma_range)
+    if not (0 <= low < high and math.isfinite(high)):
+        raise ValueError(f"sigma_range must be (σ_min, σ_max) with 0 ≤ σ_min < σ_max, got {sigma_range!r}")
+    positive = sigmas.detach().double().cpu()
+    positive = positive[positive > 0]
+    if positive.max() > high * (1 + 1e-5) or positive.min() < low * (1 - 1e-5):
+        raise ValueError(f"the σ grid spans [{float(positive.min()):.4g}, {float(positive.max()):.4g}] but the model "
+                         f"can use σ in [{low:.4g}, {high:.4g}]; build the grid from the model's own schedule "
+                         "(its σ_min and σ_max)")
+    return low
 
 
 def progress(callback, phase, total):
@@ -168,8 +227,7 @@ def progress(callback, phase, total):
 
 
 def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
-    """Runs the teacher on ``grid`` (in the host's σ dtype, whatever the latents' dtype) and keeps its states at the
-    grid indices in ``keep`` (the final one included)."""
+    """Runs the teacher on ``grid`` and keeps its states at the grid indices in ``keep`` (the final one included)."""
     states = {}
     report = progress(callback, "teacher", len(grid) - 1)
 
@@ -184,39 +242,111 @@ def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
     return states, final
 
 
-def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=DEFAULT_SCALE, extra_args=None,
-            callback=None, first_step=DEFAULT_FIRST_STEP, clamp=None, compare_stock=False, disable=None, flow=False):
-    """Fits one λ per network evaluation of ``sampler`` on ``sigmas`` for the batch ``x`` (initial noisy latents).
+def host_teacher_grid(grid, sigmas):
+    """The teacher grid on the host's device, in its σ dtype but at least float32 (an fp16 grid underflows)."""
+    return grid.to(sigmas.device, torch.promote_types(sigmas.dtype, torch.float32))
 
-    Runs ``teacher`` on a refined grid (``scale`` sub-steps per interval), then the student once, solving each λ in
-    closed form. ``first_step="none"`` leaves the first evaluation uncorrected (it has no previous output);
-    ``"x"`` uses the initial state as the previous output and fits λ_0 too. ``clamp`` bounds |λ|.
-    ``compare_stock=True`` also runs the stock student (one more student run) to report its distance.
-    ``callback`` receives ``{"phase": "teacher" | "stock" | "student", "i": ..., "total": ..., "x": ..., "denoised":
-    ...}`` (the last two: the sampler's state and model output at that step).
-    ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
-    check_fit_args(sampler, teacher, scale, first_step, clamp)
-    check_sigmas(sigmas, min_steps=2)
-    check_batch(x)
-    start = time.perf_counter()
+
+def evaluation_rows(trajectory, lambdas, landings):
+    """Report rows: per network evaluation, where it evaluates, the σ its λ corrects, and λ."""
+    return [{"eval": k, "sigma": float(call[1].flatten()[0]), "lands": float(lands), "lambda": float(lam)}
+            for k, (call, lands, lam) in enumerate(zip(trajectory.calls, landings.tolist(), lambdas))]
+
+
+def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp,
+                   compare_stock, disable, flow, report):
+    """The paper's fit: each λ_i in closed form against the teacher's state where its evaluation lands."""
     solver = get_solver(sampler)
     landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
     grid = teacher_grid(sigmas, landings, scale)
     keep = {int((grid - s).abs().argmin()) for s in landings.tolist()}
-    states, teacher_final = run_teacher(model, x, grid.to(sigmas.device, sigmas.dtype), teacher, extra_args, callback,
+    states, teacher_final = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback,
                                         disable, keep)
     targets = TeacherTargets(grid, states)
-    report = FitReport(teacher_nfe=nfe(teacher, grid), student_nfe=len(landings))
+    report.teacher_nfe, report.student_nfe = nfe(teacher, grid), len(landings)
     if compare_stock:
         stock = LambdaFit(targets, report, fit=False)
         solver.fn(model, x, sigmas, extra_args=extra_args, callback=progress(callback, "stock", len(sigmas) - 1),
                   disable=disable, lambdas=stock, **flow_option(solver, flow))
         report.rmse_stock = stock.last[0]
     fit = LambdaFit(targets, report, first_step=first_step, clamp=clamp)
-    samples = solver.fn(model, x, sigmas, extra_args=extra_args, callback=progress(callback, "student", len(sigmas) - 1),
-                        disable=disable, lambdas=fit, **flow_option(solver, flow))
+    trajectory = Trajectory()
+    samples = solver.fn(ReplayModel(model, record=trajectory), x, sigmas, extra_args=extra_args,
+                        callback=progress(callback, "student", len(sigmas) - 1), disable=disable, lambdas=fit,
+                        **flow_option(solver, flow))
+    for row, call in zip(report.steps, trajectory.calls):
+        row["sigma"] = float(call[1].flatten()[0])
     report.rmse_before, report.rmse_after = fit.last
+    return torch.tensor(fit.lambdas, dtype=torch.float64), sigmas, samples, teacher_final
+
+
+def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
+                  schedule, floor, iterations, jacobian_batch, report):
+    """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
+    grid = teacher_grid(sigmas, sigmas, scale)
+    _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set())
+    report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
+    schedule_map = ScheduleMap(sigmas, floor) if schedule else None
+    fit = FinalFit(model, x, sigmas, sampler, target, extra_args, flow, first_step, schedule_map, jacobian_batch,
+                   clamp)
+    theta0 = torch.zeros(fit.size, dtype=torch.float64)
+    stock = fit.evaluate(theta0, stock=True)
+    start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
+    report.rmse_stock = math.sqrt(stock[1])
+    ticker = None if callback is None else (
+        lambda trial, final: callback({"phase": "fit", "i": trial, "total": iterations, "x": final,
+                                       "denoised": final}))
+    theta, loss, trajectory, samples = fit.optimise(start, iterations, ticker)
+    report.trials = fit.history
+    if not loss < stock[1]:
+        report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
+                               "returning λ = 0 on the input grid (the stock sampler)")
+        theta, loss, trajectory, samples = stock[0], stock[1], stock[3], stock[4]
+        lambdas, grid_used = [0.0] * fit.n_lambdas, sigmas
+    else:
+        lambdas, grid_used = fit.unpack(theta)
+    report.rmse_after = math.sqrt(loss)
+    report.steps = evaluation_rows(trajectory, lambdas, landing_sigmas(sampler, grid_used, flow))
+    return torch.tensor(lambdas, dtype=torch.float64), grid_used, samples, target
+
+
+def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=None, extra_args=None,
+            callback=None, first_step=DEFAULT_FIRST_STEP, clamp=None, compare_stock=False, disable=None, flow=False,
+            objective=DEFAULT_OBJECTIVE, schedule=False, sigma_range=None, iterations=DEFAULT_ITERATIONS,
+            jacobian_batch=DEFAULT_JACOBIAN_BATCH):
+    """Fits one λ per network evaluation of ``sampler`` on ``sigmas`` for the batch ``x`` (initial noisy latents).
+
+    ``objective="final"`` fits every λ to the teacher's final sample (lambdas/final.py); ``"greedy"`` is the paper's
+    fit, each λ in closed form against the teacher's state where its evaluation lands. ``schedule=True`` also fits the
+    interior σ's of the grid (the first and final σ are kept; it implies ``"final"``); ``sigma_range=(σ_min, σ_max)``
+    is what the host's model can use: the grid must lie inside it and a fitted grid stays inside it.
+    The teacher runs on the grid refined into ``scale`` sub-steps per interval (default: DEFAULT_SCALE for greedy,
+    FINAL_SCALE for final). ``first_step="none"`` leaves the first evaluation uncorrected (it has no previous
+    output); ``"x"`` uses the initial state as the previous output and fits λ_0 too. ``clamp`` bounds |λ|.
+    ``compare_stock=True`` makes the greedy fit run the stock student too (one more run) to report its distance; the
+    final fit always measures it. ``iterations`` and ``jacobian_batch`` bound the final fit's Levenberg–Marquardt
+    steps and the rows its Jacobians are taken on.
+    ``callback`` receives ``{"phase": "teacher" | "stock" | "student" | "fit", "i": ..., "total": ..., "x": ...,
+    "denoised": ...}``: per teacher/student step (the sampler's state and model output) and, for the final fit, per
+    optimisation step (``x`` and ``denoised``: the fit's current final samples).
+    ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
+    scale = (DEFAULT_SCALE if objective == "greedy" else FINAL_SCALE) if scale is None else scale
+    check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule)
+    floor = check_grid(sigmas, schedule, sigma_range)
+    check_batch(x)
+    start = time.perf_counter()
+    counted = CountedModel(model)
+    report = FitReport(objective=objective, schedule="fitted" if schedule else "given")
+    if objective == "greedy":
+        lambdas, grid, samples, target = distill_greedy(counted, x, sigmas, sampler, teacher, scale, extra_args,
+                                                        callback, first_step, clamp, compare_stock, disable, flow,
+                                                        report)
+    else:
+        lambdas, grid, samples, target = distill_final(counted, x, sigmas, sampler, teacher, scale, extra_args,
+                                                       callback, first_step, clamp, disable, flow, schedule, floor,
+                                                       iterations, jacobian_batch, report)
+    report.network_calls, report.network_rows = counted.calls, counted.rows
     report.seconds = time.perf_counter() - start
-    return DistillResult(lambdas=torch.tensor(fit.lambdas, dtype=torch.float64), sampler=sampler,
-                         sigmas=sigmas.detach().double().cpu(), teacher=teacher, scale=scale, first_step=first_step,
-                         samples=samples, teacher_samples=teacher_final, report=report)
+    return DistillResult(lambdas=lambdas, sampler=sampler, sigmas=grid.detach().double().cpu(), teacher=teacher,
+                         scale=scale, first_step=first_step, samples=samples, teacher_samples=target, report=report,
+                         objective=objective, schedule=report.schedule, input_sigmas=sigmas.detach().double().cpu())

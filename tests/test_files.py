@@ -19,7 +19,7 @@ def entry(sampler="euler", steps=5, model="model-a", cfg=7.0, **kw):
 
 
 def test_roundtrip_keeps_every_field(tmp_path, gmm):
-    fit = dode.distill(gmm, torch.randn(4, 64) * 80, karras_sigmas(5), "heun", scale=2, disable=True)
+    fit = dode.distill(gmm, torch.randn(4, 64) * 80, karras_sigmas(5), "heun", scale=2, objective="greedy", disable=True)
     path = dode.save_lambdas(tmp_path / "m.safetensors", [fit, entry()], model="model-a", cfg=7.0)
     loaded = dode.load_lambdas(path)
     assert len(loaded) == 2
@@ -337,8 +337,8 @@ def test_values_outside_the_schema_are_refused(tmp_path):
     rejected({"0.lambdas": torch.full((5,), 1e300, dtype=torch.float64), "0.sigmas": sigmas}, "beyond the bound 1000")
     rejected({"0.lambdas": torch.full((5,), -1001.0, dtype=torch.float64), "0.sigmas": sigmas}, "beyond the bound")
     rejected({"0.lambdas": torch.full((5,), float("nan"), dtype=torch.float64), "0.sigmas": sigmas}, "NaN")
-    rejected({"0.lambdas": GOOD["0.lambdas"], "0.sigmas": sigmas.clone().index_fill_(0, torch.tensor([2]), float("inf"))},
-             "NaN or infinity")
+    infinite = sigmas.clone().index_fill_(0, torch.tensor([2]), float("inf"))
+    rejected({"0.lambdas": GOOD["0.lambdas"], "0.sigmas": infinite}, "NaN or infinity")
     rejected(GOOD | {"1.lambdas": GOOD["0.lambdas"].clone()}, r"tensor '1\.lambdas' belongs to none of the 1 entries")
     rejected(GOOD, "the header has no format_version", format_version=None)
     rejected(GOOD, "the header has no entry list", entries=None)
@@ -417,6 +417,12 @@ def test_write_errors_name_the_real_problem(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match=r"the folder .*ro is read-only; choose a writable folder") as e:
         dode.save_lambdas(tmp_path / "ro" / "m.safetensors", entry())
     assert ".dode-" not in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)  # what a read-only mount reports
+    for save in (dode.save_lambdas, dode.LambdaStore().add):
+        with pytest.raises(PermissionError, match=r"the folder .*ro2 is read-only"):
+            save(tmp_path / "ro2" / "m.safetensors", entry())
+    assert os.listdir(tmp_path / "ro2") == []
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
@@ -473,7 +479,8 @@ def test_stale_temp_files_of_ours_are_cleaned_on_the_next_scan_and_write(tmp_pat
 def test_entries_refuse_bad_values_when_made_in_code():
     sigmas = karras_sigmas(5)
     for kw, message in [(dict(cfg="7"), "cfg must be a finite number"), (dict(cfg=True), "cfg must be"),
-                        (dict(model=None), "model must be a string"), (dict(lambdas=["0.1"] * 5), "lambdas must be a 1-D"),
+                        (dict(model=None), "model must be a string"),
+                        (dict(lambdas=["0.1"] * 5), "lambdas must be a 1-D"),
                         (dict(lambdas=torch.zeros(1, 5)), "lambdas must be a 1-D tensor of real numbers"),
                         (dict(lambdas=torch.full((5,), 2e3)), "beyond the bound")]:
         with pytest.raises(ValueError, match=message):

@@ -26,7 +26,7 @@ def test_teacher_grid_refines_every_interval_and_contains_every_landing(sampler)
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
 def test_fit_generalises_to_fresh_noise(gmm, sampler):
     sigmas = karras_sigmas(10) if sampler != "heun" else karras_sigmas(5)
-    fit = dode.distill(gmm, noise(128, 1), sigmas, sampler, teacher="heun", scale=10, disable=True)
+    fit = dode.distill(gmm, noise(128, 1), sigmas, sampler, teacher="heun", scale=10, objective="greedy", disable=True)
     fresh = noise(128, 2)
     teacher = dode.sample(gmm, fresh, teacher_grid(sigmas, get_solver(sampler).landings(sigmas), 10), "heun",
                           disable=True)
@@ -39,7 +39,7 @@ def test_fit_generalises_to_fresh_noise(gmm, sampler):
 def test_sampling_with_fitted_lambdas_reproduces_the_fit_exactly(gmm):
     sigmas, x = karras_sigmas(6), noise(16, 3)
     for sampler in ("euler", "heun", "dpmpp_2m"):
-        fit = dode.distill(gmm, x, sigmas, sampler, scale=4, disable=True)
+        fit = dode.distill(gmm, x, sigmas, sampler, scale=4, objective="greedy", disable=True)
         assert torch.equal(dode.sample(gmm, x, sigmas, sampler, lambdas=fit.lambdas, disable=True), fit.samples)
 
 
@@ -48,7 +48,7 @@ def test_lambda_is_the_exact_least_squares_minimiser(gmm):
     vertex, found from three plain sampling runs, must be the fitted λ_1."""
     sigmas, x = karras_sigmas(2, sigma_max=10.0), noise(32, 4, 10.0).double()
     model = lambda x, s: gmm(x.float(), s.float()).double()
-    fit = dode.distill(model, x, sigmas.double(), "euler", teacher="euler", scale=20, disable=True)
+    fit = dode.distill(model, x, sigmas.double(), "euler", teacher="euler", scale=20, objective="greedy", disable=True)
 
     def loss(lam):
         out = dode.sample(model, x, sigmas.double(), "euler", lambdas=[0.0, lam], disable=True)
@@ -62,17 +62,17 @@ def test_lambda_is_the_exact_least_squares_minimiser(gmm):
 
 def test_a_teacher_identical_to_the_student_gives_zero_lambda(gmm):
     sigmas, x = karras_sigmas(5), noise(8, 5)
-    fit = dode.distill(gmm, x, sigmas, "euler", teacher="euler", scale=1, disable=True)
+    fit = dode.distill(gmm, x, sigmas, "euler", teacher="euler", scale=1, objective="greedy", disable=True)
     assert torch.equal(fit.lambdas, torch.zeros(5, dtype=torch.float64))
     assert torch.equal(fit.samples, dode.sample(gmm, x, sigmas, "euler", disable=True))
 
 
 def test_first_step_modes_and_clamp(gmm):
     sigmas, x = karras_sigmas(5), noise(16, 6)
-    skip = dode.distill(gmm, x, sigmas, "euler", scale=4, disable=True)
-    fitted = dode.distill(gmm, x, sigmas, "euler", scale=4, first_step="x", disable=True)
+    skip = dode.distill(gmm, x, sigmas, "euler", scale=4, objective="greedy", disable=True)
+    fitted = dode.distill(gmm, x, sigmas, "euler", scale=4, first_step="x", objective="greedy", disable=True)
     assert skip.lambdas[0] == 0 and fitted.lambdas[0] != 0
-    clamped = dode.distill(gmm, x, sigmas, "euler", scale=4, clamp=0.05, disable=True)
+    clamped = dode.distill(gmm, x, sigmas, "euler", scale=4, clamp=0.05, objective="greedy", disable=True)
     assert clamped.lambdas.abs().max() <= 0.05
     assert any("clamped" in w for w in clamped.report.warnings)
 
@@ -85,17 +85,21 @@ def test_report_counts_calls_and_compares_with_stock(gmm):
         return gmm(x, s)
 
     sigmas = karras_sigmas(5)
-    fit = dode.distill(model, noise(8, 7), sigmas, "heun", teacher="euler", scale=3, compare_stock=True, disable=True)
+    fit = dode.distill(model, noise(8, 7), sigmas, "heun", teacher="euler", scale=3, compare_stock=True, objective="greedy", disable=True)
     assert fit.report.teacher_nfe == 3 * 5
     assert fit.report.student_nfe == dode.nfe("heun", sigmas) == len(fit.lambdas) == len(fit.report.steps)
     assert len(calls) == fit.report.teacher_nfe + 2 * fit.report.student_nfe
     assert fit.report.rmse_after < fit.report.rmse_stock
-    assert "final rmse to teacher" in fit.report.table()
+    assert fit.report.network_calls == len(calls)
+    assert fit.report.network_rows == 8 * len(calls)
+    assert [row["sigma"] for row in fit.report.steps[:3]] == pytest.approx([80, float(sigmas[1]), float(sigmas[1])],
+                                                                          rel=1e-6)
+    assert f"stock {fit.report.rmse_stock:.5f} → D-ODE {fit.report.rmse_after:.5f}" in fit.report.table()
 
 
 def test_progress_callback_reports_phases(gmm):
     seen = []
-    dode.distill(gmm, noise(4, 8), karras_sigmas(3), "euler", scale=2, callback=seen.append, disable=True)
+    dode.distill(gmm, noise(4, 8), karras_sigmas(3), "euler", scale=2, callback=seen.append, objective="greedy", disable=True)
     assert {s["phase"] for s in seen} == {"teacher", "student"}
     assert max(s["i"] for s in seen if s["phase"] == "teacher") == seen[0]["total"] - 1
 
@@ -110,14 +114,14 @@ def test_nan_output_gives_zero_lambda_and_a_warning(gmm):
         student_call = len(calls) - teacher_calls
         return gmm(x, s) * (float("nan") if student_call in (2, 3) else 1.0)
 
-    fit = dode.distill(flaky, noise(4, 9), sigmas, "euler", teacher="heun", scale=2, disable=True)
+    fit = dode.distill(flaky, noise(4, 9), sigmas, "euler", teacher="heun", scale=2, objective="greedy", disable=True)
     assert fit.lambdas[1] == 0 and fit.lambdas[2] == 0
     assert sum("NaN" in w for w in fit.report.warnings) >= 2
 
 
 def test_degenerate_direction_gives_zero_lambda_and_a_warning():
     constant = lambda x, s: torch.zeros_like(x)
-    fit = dode.distill(constant, noise(4, 10), karras_sigmas(4), "euler", scale=2, disable=True)
+    fit = dode.distill(constant, noise(4, 10), karras_sigmas(4), "euler", scale=2, objective="greedy", disable=True)
     assert torch.equal(fit.lambdas, torch.zeros(4, dtype=torch.float64))
     assert any("direction is ~0" in w for w in fit.report.warnings)
 
@@ -137,7 +141,7 @@ def test_bad_fit_arguments(gmm, kwargs, message):
     args = dict(x=noise(2, 0), sigmas=karras_sigmas(4), sampler="euler", disable=True)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        dode.distill(gmm, **args)
+        dode.distill(gmm, objective="greedy", **args)
 
 
 def test_a_direction_tiny_next_to_the_step_gives_zero_lambda():
@@ -163,7 +167,7 @@ def test_half_precision_latents_keep_the_teacher_grid_in_the_sigma_dtype(gmm):
     """fp16 latents must not round the teacher's σ grid: the teacher runs on the grid in the host's σ dtype."""
     model = lambda x, s: gmm(x.float(), s.float()).to(x.dtype)  # noqa: E731
     sigmas, x = karras_sigmas(4), noise(8, 11).half()
-    fit = dode.distill(model, x, sigmas, "euler", teacher="dpmpp_2m", scale=3, disable=True)
+    fit = dode.distill(model, x, sigmas, "euler", teacher="dpmpp_2m", scale=3, objective="greedy", disable=True)
     grid = teacher_grid(sigmas, sigmas[1:], 3)
     assert torch.equal(fit.teacher_samples, dode.sample(model, x, grid.float(), "dpmpp_2m", disable=True))
     assert not torch.equal(fit.teacher_samples, dode.sample(model, x, grid.half(), "dpmpp_2m", disable=True))

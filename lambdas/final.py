@@ -1,0 +1,218 @@
+"""λ, and optionally the σ schedule, fitted to what the user sees: the final sample.
+
+The parameters θ are the λ of every corrected evaluation and, with a fitted schedule, the interior noise levels. The
+objective is the distance between the student's final sample and the teacher's final sample over the fit batch,
+
+    L(θ) = mean_b ‖x_N(θ; x_T^b) − x_teacher^b‖²,
+
+which is what the greedy step-by-step fit only approximates (a step that "repairs" an intermediate error the stock
+solver heals later costs the rest of the trajectory). L is minimised without autograd by Levenberg–Marquardt on the
+residual r(θ) = x_N(θ) − x_teacher:
+
+    δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r,   accepted if L(θ + δ) < L(θ) on the whole fit batch (else μ grows),
+
+with the Jacobian J = ∂r/∂θ by forward differences. Its cost is kept low three ways:
+- a perturbation of a parameter that acts after evaluation k reruns only the evaluations after k (``ReplayModel``
+  answers the unchanged head from the base trajectory);
+- J is taken on a sub-batch of at most ``jacobian_batch`` latents, while every step is judged on the whole batch;
+- after an accepted step, J gets Broyden's rank-one update J += (Δr − J δ) δᵀ / δᵀδ from the step's own run; it is
+  recomputed only when a stale J stops giving accepted steps.
+
+λ = 0 on the user's grid (the stock sampler) is in the search space and is evaluated first; the fit returns the best
+θ it evaluated and falls back to the stock sampler (with a warning) unless that is strictly closer to the teacher.
+
+The schedule keeps the first σ and the final σ and moves the others, as softmax increments in t = σ^(1/ρ):
+
+    t_k = t_0 − (t_0 − t_floor) Σ_{j≤k} w_j,   w = softmax(log w⁰ + u),
+
+with w⁰ the user grid's increments (u = 0 is the user grid) and t_floor the final σ's t, or, for a grid ending in
+0, the host's smallest usable σ (0 if none is given): the last increment is then the slack between the last positive σ
+and that floor. Every θ is a strictly decreasing grid inside the host's range, by construction.
+"""
+import math
+
+import torch
+
+from ..samplers import check_sigmas, flow_option, get_solver, nfe
+from .calls import ReplayModel, Trajectory
+
+DEFAULT_ITERATIONS = 10  # Levenberg–Marquardt steps tried (accepted or not)
+DEFAULT_JACOBIAN_BATCH = 16
+FD_STEP = 1e-2  # forward-difference step in λ and in the schedule logits
+SCHEDULE_RHO = 7.0
+MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
+INITIAL_DAMPING = 1.0
+MIN_DAMPING, MAX_DAMPING = 1e-6, 1e3
+DIAG_FLOOR = 1.0
+MIN_IMPROVEMENT = 1e-4  # relative decrease of L below which an accepted step ends the fit
+
+
+class ScheduleMap:
+    """The interior σ's of a grid as N − 1 logits u; the first and final σ are kept. u = 0 is the grid itself
+    (``exact``) unless its last positive σ sits on the floor, where the slack starts at MIN_SLACK instead of 0."""
+
+    def __init__(self, sigmas, floor=0.0, rho=SCHEDULE_RHO):
+        values = sigmas.detach().double().cpu()
+        self.rho = rho
+        self.ends_in_zero = bool(values[-1] == 0)
+        positive = values[:-1] if self.ends_in_zero else values
+        self.t0 = float(values[0]) ** (1 / rho)
+        self.t_floor = (float(floor) if self.ends_in_zero else float(values[-1])) ** (1 / rho)
+        knots = positive ** (1 / rho)
+        if self.ends_in_zero:
+            knots = torch.cat([knots, knots.new_tensor([self.t_floor])])
+        increments = ((knots[:-1] - knots[1:]) / (self.t0 - self.t_floor)).clamp(min=0)
+        self.exact = not (self.ends_in_zero and increments[-1] < MIN_SLACK)
+        if not self.exact:
+            increments[-1] = MIN_SLACK
+        self.log_w0 = (increments / increments.sum()).log()
+        self.final = values[-1:]
+        self.size = len(values) - 2
+
+    def sigmas(self, u):
+        """The grid for logits ``u`` (length N − 1; the first increment's logit is fixed)."""
+        logits = self.log_w0 + torch.cat([u.new_zeros(1), u])
+        cumulative = torch.softmax(logits, 0).cumsum(0)
+        t = self.t0 - (self.t0 - self.t_floor) * cumulative[:self.size]
+        return torch.cat([torch.tensor([self.t0 ** self.rho]), t ** self.rho, self.final]).double()
+
+
+def slice_rows(extra_args, rows, batch):
+    """``extra_args`` for a sub-batch: top-level tensors whose first dimension is the batch are sliced to ``rows``."""
+    return {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == batch else v for k, v in extra_args.items()}
+
+
+class FinalFit:
+    """The parameters, the solver runs and the Levenberg–Marquardt loop of one final-sample fit."""
+
+    def __init__(self, model, x, sigmas, sampler, target, extra_args=None, flow=False, first_step="none",
+                 schedule=None, jacobian_batch=DEFAULT_JACOBIAN_BATCH, clamp=None):
+        self.model, self.x, self.sigmas, self.target = model, x, sigmas, target
+        self.solver = get_solver(sampler)
+        self.extra_args = {} if extra_args is None else extra_args
+        self.flow = flow
+        self.schedule = schedule
+        self.clamp = clamp
+        self.n_lambdas = nfe(sampler, sigmas)
+        self.free = list(range(1 if first_step == "none" else 0, self.n_lambdas))
+        self.size = len(self.free) + (schedule.size if schedule is not None else 0)
+        self.jacobian_batch = jacobian_batch
+        self.rows = None
+        self.jacobians = 0
+        self.history = []
+        self.broyden = True
+
+    def unpack(self, theta):
+        """(λ vector, σ grid in the host's dtype) for parameters θ."""
+        lambdas = [0.0] * self.n_lambdas
+        for k, value in zip(self.free, theta[:len(self.free)].tolist()):
+            lambdas[k] = value
+        if self.schedule is None or (self.schedule.exact and not theta[len(self.free):].any()):
+            return lambdas, self.sigmas
+        grid = self.schedule.sigmas(theta[len(self.free):])
+        return lambdas, grid.to(self.sigmas.device, self.sigmas.dtype)
+
+    def run(self, theta, rows=None, replay=None, record=None, stock=False):
+        """The student's final sample for θ (on ``rows`` of the batch, or all of it); ``stock``: λ = 0 on the user's
+        grid, whatever θ."""
+        lambdas, sigmas = ([0.0] * self.n_lambdas, self.sigmas) if stock else self.unpack(theta)
+        x, extra = self.x, self.extra_args
+        if rows is not None:
+            x, extra = x[rows], slice_rows(extra, rows, self.x.shape[0])
+        model = ReplayModel(self.model, replay, rows, record)
+        return self.solver.fn(model, x, sigmas, extra_args=extra, disable=True, lambdas=lambdas,
+                              **flow_option(self.solver, self.flow))
+
+    def residual(self, final, rows=None):
+        target = self.target if rows is None else self.target[rows]
+        return (final.double() - target.double()).flatten()
+
+    def evaluate(self, theta, replay=None, stock=False):
+        """(θ, L, residual, trajectory, final sample) on the whole batch; L = inf for a non-finite result."""
+        trajectory = Trajectory()
+        final = self.run(theta, replay=replay, record=trajectory, stock=stock)
+        r = self.residual(final)
+        loss = r.square().mean().item()
+        return theta, (loss if math.isfinite(loss) else math.inf), r, trajectory, final
+
+    def next_rows(self):
+        """The rows the next Jacobian is taken on: all of them, or the next ``jacobian_batch`` in turn (each
+        Jacobian sees other latents, so the steps do not fit one sub-batch)."""
+        batch = self.x.shape[0]
+        if batch <= self.jacobian_batch:
+            return None
+        start = (self.jacobians * self.jacobian_batch) % batch
+        return (torch.arange(self.jacobian_batch) + start) % batch
+
+    def jacobian(self, theta, trajectory, final):
+        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of ``trajectory``."""
+        self.rows = self.next_rows()
+        self.jacobians += 1
+        if self.rows is not None:
+            self.rows = self.rows.to(self.x.device)
+        base = self.residual(final if self.rows is None else final[self.rows], self.rows)
+        columns = []
+        for k in range(self.size):
+            step = theta.clone()
+            step[k] += FD_STEP
+            columns.append((self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEP)
+        return torch.stack(columns, 1)
+
+    def project(self, theta):
+        if self.clamp is not None:
+            theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
+        return theta
+
+    def optimise(self, start, iterations=DEFAULT_ITERATIONS, progress=None):
+        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final); returns the best (θ, L, trajectory, final)
+        evaluated. Each accepted step takes a fresh Jacobian; the damping follows Nielsen's rule (μ × max(1/3,
+        1 − (2ρ − 1)³) after a step whose actual/predicted decrease is ρ; × 2, 4, 8, … after rejected ones). ``progress(trial,
+        final)`` is called after every trial."""
+        theta, loss, r, trajectory, final = start
+        jac, fresh, damping, growth = None, False, INITIAL_DAMPING, 2
+        for trial in range(iterations):
+            if jac is None:
+                jac, fresh = self.jacobian(theta, trajectory, final), True
+            r_rows = self.on_rows(r)
+            delta = lm_step(jac, r_rows, damping)
+            candidate = self.project(theta + delta)
+            _, c_loss, c_r, c_traj, c_final = self.evaluate(candidate, trajectory)
+            predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
+            gain = (loss - c_loss) / predicted if predicted > 0 else -1.0
+            accepted = c_loss < loss
+            self.history.append({"trial": trial, "rmse": math.sqrt(c_loss), "accepted": accepted,
+                                 "damping": damping})
+            if progress is not None:
+                progress(trial, c_final if accepted else final)
+            if accepted:
+                improvement = (loss - c_loss) / loss
+                jac = broyden(jac, self.on_rows(c_r) - r_rows, delta) if self.broyden else None
+                theta, loss, r, trajectory, final = candidate, c_loss, c_r, c_traj, c_final
+                fresh, damping, growth = False, max(damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), MIN_DAMPING), 2
+                if improvement < MIN_IMPROVEMENT:
+                    break
+            elif not fresh:
+                jac = None
+            elif damping < MAX_DAMPING:
+                damping, growth = damping * growth, growth * 2
+            else:
+                break
+        return theta, loss, trajectory, final
+
+    def on_rows(self, r):
+        """The part of a whole-batch residual on the Jacobian rows."""
+        return r if self.rows is None else r.view(self.x.shape[0], -1)[self.rows].flatten()
+
+
+def lm_step(jac, r, damping):
+    """δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r in float64 (a tiny ridge keeps unidentifiable directions at 0)."""
+    normal = jac.T @ jac
+    diag = normal.diagonal().clamp(min=DIAG_FLOOR * float(normal.diagonal().mean().clamp(min=1e-30)))
+    system = normal + torch.diag(damping * diag + 1e-12 * float(diag.max()))
+    return torch.linalg.solve(system, -(jac.T @ r)).cpu()
+
+
+def broyden(jac, change, delta):
+    """Broyden's rank-one update of J after a step δ that changed r by ``change``: J + (Δr − J δ) δᵀ / δᵀδ."""
+    delta = delta.to(jac)
+    return jac + torch.outer(change - jac @ delta, delta) / delta.dot(delta)
