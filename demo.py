@@ -24,8 +24,8 @@ def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=D
     fit = distill(model, noise(fit_batch, 0), stock_sigmas, sampler, teacher=teacher, scale=scale,
                   compare_stock=True, disable=True)
     sigmas = fit.sigmas.to(stock_sigmas.dtype)  # the grid λ was fitted for (float64): the one to sample with
-    log(f"fitted {len(fit.lambdas)} λ for {sampler} ({steps} steps) against {teacher}×{scale} on {fit_batch} latents "
-        f"in {fit.report.seconds:.2f} s\n{fit.report.table()}\n")
+    log(f"fitted {len(fit.lambdas)} λ for {sampler} ({steps} steps) against {fit.teacher}×{fit.scale} on {fit_batch} "
+        f"latents in {fit.report.seconds:.2f} s\n{fit.report.table()}\n")
     os.makedirs(out_dir, exist_ok=True)
     path = save_lambdas(os.path.join(out_dir, f"tiny_edm_digits.{sampler}{steps}.dode.safetensors"), fit,
                         model=MODEL_ID)
@@ -68,7 +68,8 @@ def figure(fit, outputs, rows, stock_sigmas, eval_batch):
                            caption="x: the sigma the network is evaluated at"),
               schedule_chart(stock_sigmas, fitted, width=chart_w, height=260,
                              title="sigma schedule, log scale" + ("" if fitted is not None else " (Karras, given)"))]
-    title = f"D-ODE on the tiny digits model: {label}, {steps} steps; lambda fitted in {fit.report.seconds:.2f} s"
+    what = "lambda and sigma schedule" if fitted is not None else "lambda"
+    title = f"D-ODE on the tiny digits model: {label}, {steps} steps; {what} fitted in {fit.report.seconds:.2f} s"
     note = [f"Each column is one held-out noise latent (the first {COLUMNS} of {eval_batch}), sampled three ways. "
             "D-ODE costs the same network calls as stock.",
             "FD: Frechet distance to real digits in the features of a digits classifier, over all "

@@ -169,13 +169,13 @@ def schedule_chart(stock_sigmas, fitted_sigmas=None, title="sigma per step (log 
         return bottom - (k - lo) / (hi - lo) * (bottom - top)
 
     y_axis(draw, powers, labels, y_of, left, right, small)
-    steps = len(grids[0][1])
-    slot = (right - left) / max(steps, 1)
+    steps = max(sum(s > 0 for s in g) for _, g, _ in grids)  # only positive σ have a place (0 comes last)
+    slot = (right - left) / steps
 
     def x_of(i):
         return left + (i + 0.5) * slot
 
-    for i in (i for i in range(steps) if any(g[i] > 0 for _, g, _ in grids)):
+    for i in range(steps):
         draw.line([(x_of(i), bottom), (x_of(i), bottom + 3)], fill=INK)
         centered_text(draw, x_of(i), bottom + 5, str(i), small)
     for _, grid, colour in grids:
