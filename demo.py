@@ -6,7 +6,7 @@ import time
 import torch
 
 from .bench import grid, noise, teacher_output
-from .lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
+from .lambdas import DEFAULT_OBJECTIVE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
 from .plot import compare_figure, digit_grid, labelled_rows, lambda_chart, schedule_chart
 from .samplers import get_solver, sample
 from .testbed import fd_digits, load_tiny_model, rmse
@@ -15,17 +15,18 @@ MODEL_ID = "dode-testbed/tiny_edm_digits"
 COLUMNS = 14  # held-out latents shown (the first ones)
 
 
-def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=DEFAULT_SCALE, fit_batch=256,
-             eval_batch=2000, log=print):
-    """Fits, saves, reloads and evaluates λ, draws the figure; returns the numbers it printed and the paths."""
+def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=None, objective=DEFAULT_OBJECTIVE,
+             schedule=True, fit_batch=256, eval_batch=2000, log=print):
+    """Fits λ (with ``schedule``, the σ grid too), saves, reloads and evaluates it, draws the figure; returns the
+    numbers it printed and the paths. ``scale`` None is distill's default for ``objective``."""
     start = time.perf_counter()
     model = load_tiny_model()
     stock_sigmas = grid(steps)
     fit = distill(model, noise(fit_batch, 0), stock_sigmas, sampler, teacher=teacher, scale=scale,
-                  compare_stock=True, disable=True)
+                  objective=objective, schedule=schedule, compare_stock=True, disable=True)
     sigmas = fit.sigmas.to(stock_sigmas.dtype)  # the grid λ was fitted for (float64): the one to sample with
-    log(f"fitted {len(fit.lambdas)} λ for {sampler} ({steps} steps) against {fit.teacher}×{fit.scale} on {fit_batch} "
-        f"latents in {fit.report.seconds:.2f} s\n{fit.report.table()}\n")
+    log(f"fit on {fit_batch} latents, {sampler} ({steps} steps), teacher {fit.teacher}×{fit.scale}:\n"
+        f"{fit.report.table()}\n")
     os.makedirs(out_dir, exist_ok=True)
     path = save_lambdas(os.path.join(out_dir, f"tiny_edm_digits.{sampler}{steps}.dode.safetensors"), fit,
                         model=MODEL_ID)
@@ -35,7 +36,7 @@ def run_demo(out_dir, sampler="euler", steps=5, teacher=DEFAULT_TEACHER, scale=D
     outputs = {
         "stock": sample(model, eval_x, stock_sigmas, sampler, disable=True),
         "D-ODE": sample(model, eval_x, sigmas, sampler, lambdas=lambdas, disable=True),
-        "teacher": teacher_output(model, eval_x, stock_sigmas, sampler, teacher, scale),
+        "teacher": teacher_output(model, eval_x, stock_sigmas, sampler, fit.teacher, fit.scale),
     }
     rows = {name: {"fd": fd_digits(out), "rmse_teacher": rmse(out, outputs["teacher"])}
             for name, out in outputs.items()}

@@ -91,7 +91,7 @@ def y_axis(draw, ticks, labels, y_of, left, right, fnt):
 
 
 def lambda_chart(lambdas, sigmas, title="", subtitle="", width=None, height=300,
-                 caption="sigma each network evaluation lands on  (bars: lambda)"):
+                 caption="sigma the network is evaluated at  (bars: lambda)"):
     """λ per network evaluation as bars from a zero line (blue above, orange below); x labels are ``sigmas``.
 
     ``lambdas`` and ``sigmas`` have one value per evaluation (a NaN or infinite λ is drawn as 0). ``width`` defaults

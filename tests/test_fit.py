@@ -68,13 +68,35 @@ def test_a_teacher_identical_to_the_student_gives_zero_lambda(gmm):
 
 
 def test_first_step_modes_and_clamp(gmm):
-    sigmas, x = karras_sigmas(5), noise(16, 6)
-    skip = dode.distill(gmm, x, sigmas, "euler", scale=4, objective="greedy", disable=True)
-    fitted = dode.distill(gmm, x, sigmas, "euler", scale=4, first_step="x", objective="greedy", disable=True)
-    assert skip.lambdas[0] == 0 and fitted.lambdas[0] != 0
-    clamped = dode.distill(gmm, x, sigmas, "euler", scale=4, clamp=0.05, objective="greedy", disable=True)
-    assert clamped.lambdas.abs().max() <= 0.05
-    assert any("clamped" in w for w in clamped.report.warnings)
+    """first_step="x" fits λ_0 with D_prev = x: the least-squares λ_0 = ⟨T − a, b⟩/⟨b, b⟩ of the first Euler step
+    (a = the stock step, b = (σ_0 − σ_1)/σ_0 (D_0 − x), T = the teacher's state at σ_1); "none" keeps λ_0 = 0.
+    clamp bounds |λ|: a λ over the bound becomes ±bound with its sign (and a warning naming it); a bound no λ
+    reaches changes nothing."""
+    sigmas, x, scale = karras_sigmas(3, sigma_max=1.0), noise(16, 6, sigma_max=1.0), 4
+    skip = dode.distill(gmm, x, sigmas, "euler", scale=scale, objective="greedy", disable=True)
+    fitted = dode.distill(gmm, x, sigmas, "euler", scale=scale, objective="greedy", first_step="x", disable=True)
+    assert skip.lambdas[0] == 0
+    grid = teacher_grid(sigmas, sigmas[1:], scale).float()
+    states = []
+    dode.sample(gmm, x, grid, "dpmpp_2m", callback=lambda d: states.append(d["x"]), disable=True)
+    target = states[scale].double()  # grid[scale] == σ_1
+    d0 = gmm(x, sigmas[0] * torch.ones(len(x))).double()
+    s0, s1 = sigmas[0].double(), sigmas[1].double()
+    a = x.double() + (s1 - s0) * (x.double() - d0) / s0
+    b = (s0 - s1) / s0 * (d0 - x.double())
+    lam0 = float(((target - a) * b).sum() / (b * b).sum())
+    assert abs(lam0) > 1e-3 and fitted.lambdas[0].item() == pytest.approx(lam0, rel=1e-4)
+    assert lam0 < 0 < skip.lambdas[1]
+    bound = 0.5 * abs(lam0)
+    clamped = dode.distill(gmm, x, sigmas, "euler", scale=scale, objective="greedy", first_step="x", clamp=bound,
+                           disable=True)
+    assert clamped.lambdas[0].item() == -bound and clamped.lambdas[1].item() == bound  # each keeps its sign
+    assert clamped.lambdas.abs().max() <= bound
+    assert [w.split(":")[0] for w in clamped.report.warnings if "clamped" in w][:2] == ["evaluation 0", "evaluation 1"]
+    loose = 1.01 * fitted.lambdas.abs().max().item()  # a bound no λ reaches changes nothing
+    unclamped = dode.distill(gmm, x, sigmas, "euler", scale=scale, objective="greedy", first_step="x", clamp=loose,
+                             disable=True)
+    assert torch.equal(unclamped.lambdas, fitted.lambdas) and not unclamped.report.warnings
 
 
 def test_report_counts_calls_and_compares_with_stock(gmm):
