@@ -25,16 +25,18 @@ the entry and the field:
   ``format`` = "dode.lambdas", ``format_version`` = "1" exactly (a larger ASCII number is a newer dode, anything else
   is not a version), and ``entries``, a JSON list of at least one object;
 - the tensors: exactly ``"{k}.lambdas"`` and ``"{k}.sigmas"`` for every entry k, each float64 and 1-D. σ: steps + 1
-  values (steps ≥ 1), finite, strictly decreasing, positive except an optional final 0. λ: as many values as the
-  sampler evaluates the network on that grid (``nfe``), finite, with |λ| ≤ LAMBDA_BOUND = 1e3. Fitted λ are of order
-  0.01–1 (the paper's and ours); a λ of 1e3 already multiplies a step's correction a thousandfold, so a larger one is
-  damage or an attack, and it would make sampling overflow to inf/NaN;
+  values (steps ≥ 1), finite, strictly decreasing, positive except an optional final 0, and at most SIGMA_BOUND = 1e5
+  (σ_max is about 1 for flow models, 14.6 for SD, 80 for EDM, about 1e3 for the largest VE models). λ: as many values
+  as the sampler evaluates the network on that grid (``nfe``), finite, with |λ| ≤ LAMBDA_BOUND = 1e3. Fitted λ are
+  of order 1 (the largest over every sampler at 3, 5 and 10 steps on the test GMM is 3.4); a λ of 1e3 already
+  multiplies a step's correction a thousandfold, so a larger one is damage or an attack, and it would make sampling
+  overflow to inf/NaN;
 - an entry's metadata: ``sampler`` (a dode sampler name, required), ``steps`` (an integer equal to the grid's, may be
   absent), ``model`` (string), ``aliases`` (list of non-empty strings), ``cfg`` (finite number or null), ``teacher``
   (string or null), ``scale`` (integer ≥ 1 or null), ``first_step`` (string), ``schedule`` ("given" | "fitted"),
   ``objective`` ("greedy" | "final"), ``metrics`` (object whose values are strings, numbers, booleans or null),
-  ``created`` and ``dode_version`` (strings). An absent or null field takes its default; an unknown field is ignored (a newer
-  dode of the same format version may add one, as ``aliases`` was added). Booleans are not numbers here.
+  ``created`` and ``dode_version`` (strings). An absent or null field takes its default; an unknown field is ignored
+  (a newer dode of the same format version may add one, as ``aliases`` was added). Booleans are not numbers here.
 
 Writes go to a temp file ``.dode-<pid>@<host>.<random>.tmp`` in the destination's folder, then ``os.replace``: a
 reader sees the old file or the new one. A temp file left by a killed writer is deleted by the next write into that
@@ -69,6 +71,7 @@ SIGMA_RTOL = 1e-5  # grids that agree to float32 round-off are the same grid
 SCHEDULES = ("given", "fitted")
 OBJECTIVES = ("greedy", "final")
 LAMBDA_BOUND = 1e3  # no real fit comes near it; see the module docstring
+SIGMA_BOUND = 1e5  # no model's σ_max comes near it (VE models reach about 1e3); see the module docstring
 MAX_FILE_BYTES = 16 << 20  # a λ entry takes well under 1 kB; a bigger file is something else (a checkpoint?)
 STALE_TEMP_SECONDS = 3600  # a temp file of ours this old belongs to a writer that will never finish
 TEMP_NAME = re.compile(r"\.dode-(?:(\d{1,10})@([A-Za-z0-9]*)\.)?[^/\\]*\.tmp\Z")  # older dode: .dode-<random>.tmp
@@ -125,6 +128,9 @@ class LambdaEntry:
         if not isinstance(self.sampler, str) or self.sampler not in SAMPLER_NAMES:
             raise ValueError(f"unknown sampler {short(self.sampler)}; this dode knows {', '.join(SAMPLER_NAMES)}")
         check_sigmas(self.sigmas)
+        if self.sigmas[0] > SIGMA_BOUND:
+            raise ValueError(f"sigmas start at {self.sigmas[0]:.3g}, beyond the bound {SIGMA_BOUND:g} that no "
+                             "model's σ_max comes near")
         expected = nfe(self.sampler, self.sigmas)
         if len(self.lambdas) != expected:
             raise ValueError(f"{self.sampler} on this {self.steps}-step grid needs {expected} λ values, "
@@ -277,7 +283,6 @@ def write_atomically(path, write):
     new one, never a partial one, and a failed write leaves no temp file. The temp file is created with mode 0666, so
     the process umask (and the folder's default ACL) gives it the usual permissions without the umask being changed
     (which would race with other threads). Stale temp files of killed writers in that folder are deleted first."""
-    path = os.fspath(path)
     folder = prepare_folder(path)
     clean_stale_temps(folder)
     tmp = create_temp(folder, path)
@@ -302,7 +307,14 @@ def prepare_folder(path):
     except PermissionError as e:
         raise PermissionError(f"cannot save {path}: no permission to create the folder {folder}; create it or "
                               "choose a writable folder") from e
+    if not os.access(folder, os.W_OK):
+        raise read_only(path, folder)
     return folder
+
+
+def read_only(path, folder):
+    return PermissionError(f"cannot save {path}: the folder {folder} is read-only; choose a writable folder or fix "
+                           "its permissions")
 
 
 def blocking_file(folder):
@@ -319,8 +331,7 @@ def create_temp(folder, path):
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
     except OSError as e:
         if isinstance(e, PermissionError) or e.errno == errno.EROFS:
-            raise PermissionError(f"cannot save {path}: the folder {folder} is read-only; choose a writable folder "
-                                  "or fix its permissions") from e
+            raise read_only(path, folder) from e
         raise
     return tmp
 

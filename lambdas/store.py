@@ -183,11 +183,11 @@ class LambdaStore:
         return path
 
 
-def file_lock(path, timeout=LOCK_TIMEOUT):
+def file_lock(path):
     """The cross-process lock ``<path>.lock`` (filelock: flock on posix, msvcrt on Windows; released if its holder
     dies), after ``path``'s folder exists."""
     prepare_folder(path)
-    return ExplainedLock(path + ".lock", timeout=timeout)
+    return ExplainedLock(path + ".lock", timeout=LOCK_TIMEOUT)
 
 
 class ExplainedLock(FileLock):
