@@ -13,8 +13,9 @@ __all__ = ["__version__", "SAMPLER_NAMES", "sample", "nfe", "distill", "DistillR
 
 # --- ComfyUI entry (owned by nodes/; keep this block last) ---------------------------------------------------------
 # ComfyUI imports this folder as a custom-node pack with `folder_paths` and `comfy` already imported. Only then is the
-# adapter loaded (the *_dode dropdown samplers, models/dode_lambdas, the sampling/dode nodes) and the mappings set;
-# library users (`import dode`) never import comfy. A failure here is logged and leaves ComfyUI running.
+# adapter loaded (the *_dode dropdown samplers, the dode scheduler, models/dode_lambdas, the sampling/dode nodes) and
+# the mappings set; WEB_DIRECTORY serves web/ (the toasts and Distill λ's report). Library users (`import dode`) never
+# import comfy. A failure here is logged and leaves ComfyUI running.
 import sys as _sys
 
 if "folder_paths" in _sys.modules and "comfy" in _sys.modules:
@@ -25,4 +26,5 @@ if "folder_paths" in _sys.modules and "comfy" in _sys.modules:
         _logging.getLogger("dode").warning("[dode] the D-ODE pack could not load its ComfyUI adapter (%s: %s)",
                                            type(_error).__name__, _error, exc_info=True)
         NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
-    __all__ += ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    WEB_DIRECTORY = "./web"
+    __all__ += ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

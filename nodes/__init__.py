@@ -1,4 +1,5 @@
-"""ComfyUI adapter: ``<name>_dode`` in the stock sampler dropdowns, the λ folder, and the D-ODE nodes.
+"""ComfyUI adapter: ``<name>_dode`` in the stock sampler dropdowns, the ``dode`` scheduler, the λ folder, the D-ODE
+nodes, and the frontend extension in ``web/`` (the pack's WEB_DIRECTORY).
 
 Importing this package (ComfyUI does, through the pack's root ``__init__.py``) registers everything once. Each part
 is guarded: if something is missing in this ComfyUI, it logs one line saying what and keeps ComfyUI running.
@@ -10,6 +11,7 @@ log = logging.getLogger("dode")
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 REGISTERED_SAMPLERS = []
+REGISTERED_SCHEDULERS = []
 PROBLEMS = []
 
 
@@ -30,6 +32,13 @@ def setup():
         log.warning("[dode] could not add the D-ODE samplers to the KSampler dropdown (%s: %s)", type(e).__name__, e,
                     exc_info=True)
     try:
+        from .schedule import register_scheduler
+        REGISTERED_SCHEDULERS[:] = [name for name in (register_scheduler(),) if name]
+    except Exception as e:
+        PROBLEMS.append(f"scheduler: {e}")
+        log.warning("[dode] could not add the dode scheduler to the scheduler lists (%s: %s)", type(e).__name__, e,
+                    exc_info=True)
+    try:
         from .v3 import NODES
         for node in NODES:
             schema = node.define_schema()
@@ -41,8 +50,9 @@ def setup():
                     "(comfy_api.latest, ComfyUI ≥ 0.3.60). The *_dode samplers in the KSampler dropdown still work.",
                     type(e).__name__, e, exc_info=True)
     if REGISTERED_SAMPLERS or NODE_CLASS_MAPPINGS:
-        log.info("[dode] D-ODE: samplers %s, %d nodes (sampling/dode)", ", ".join(REGISTERED_SAMPLERS) or "none",
-                 len(NODE_CLASS_MAPPINGS))
+        log.info("[dode] D-ODE: samplers %s, %d nodes (sampling/dode), scheduler %s",
+                 ", ".join(REGISTERED_SAMPLERS) or "none", len(NODE_CLASS_MAPPINGS),
+                 ", ".join(REGISTERED_SCHEDULERS) or "none")
 
 
 setup()

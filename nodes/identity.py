@@ -13,35 +13,43 @@ ComfyUI's MODEL carries no file hash, so the fingerprint is built from what it d
 
 When the model is exactly its checkpoint file (the path is known, no weight or hook patches, no ``model_sampling``
 object patch, i.e. no ModelSampling* node), the identity also carries the file's AutoV2 hash as an alias: the WebUI's
-identity for the same checkpoint, so λ files work in both hosts. It is hashed once per file version (memoised, and
-cached on disk next to the λ files).
+identity for the same checkpoint, so λ files work in both hosts. Hashing a 7 GB file takes seconds, so it never runs
+on the generation path: the first call starts it in a background thread (once per file version; memoised, and cached
+on disk next to the λ files) and waits at most ALIAS_WAIT for it, enough for a hash that is already cached; until it
+is done the identity has no alias and ``alias_pending`` is the job (store.add adds the alias to what it wrote).
 
 Only ``torch`` and the ModelPatcher's attributes are used (no ``comfy`` import), so this module is testable on its
 own. Everything is memoised: a lookup after the first costs microseconds to milliseconds.
 """
 import hashlib
 import json
+import logging
 import os
 import struct
 import threading
 import weakref
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
 import torch
 
 from ..lambdas import autov2
 
+log = logging.getLogger("dode")
 VERSION = "dode-fp1"
 IDENTITY_MODES = ("full", "ignore_patches")
 SAMPLES_PER_TENSOR = 64
 CHUNK = 1 << 20
 MAX_HEADER = 64 << 20
+ALIAS_WAIT = 0.2  # seconds a fingerprint waits for the AutoV2 (a cached hash answers in milliseconds)
 
 _lock = threading.Lock()
 _file_memo = {}                                  # (realpath, size, mtime_ns) -> digest
 _weights_memo = weakref.WeakKeyDictionary()      # BaseModel -> digest
 _patch_memo = {}                                 # patches_uuid -> digest
 _sampling_memo = weakref.WeakKeyDictionary()     # model_sampling object -> description
+_alias_jobs = {}                                 # (realpath, size, mtime_ns) -> Future of the AutoV2
+_hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dode-autov2")
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class ModelIdentity:
     patches: str     # "none", "ignored" or "<count>:<hex>"
     sampling: str    # e.g. "ModelSamplingDiscreteFlow+CONST(shift=3, multiplier=1000, σ 0.0029→1)"
     aliases: tuple = ()  # (AutoV2,) when the model is exactly its checkpoint file, else ()
+    alias_pending: object = field(default=None, compare=False)  # the AutoV2 job while it runs, else None
 
     @property
     def ids(self):
@@ -70,7 +79,7 @@ class ModelIdentity:
 
 def fingerprint(patcher, mode="full", hash_cache=None):
     """The identity of a ComfyUI ModelPatcher (memoised on the base model, the patch set and model_sampling).
-    ``hash_cache``: the JSON file that keeps checkpoint hashes across restarts (see ``checkpoint_alias``)."""
+    ``hash_cache``: the JSON file that keeps checkpoint hashes across restarts (see ``alias_job``)."""
     if mode not in IDENTITY_MODES:
         raise ValueError(f"identity mode must be one of {IDENTITY_MODES}, got {mode!r}")
     path = checkpoint_path(patcher)
@@ -80,18 +89,43 @@ def fingerprint(patcher, mode="full", hash_cache=None):
     payload = json.dumps([VERSION, base, patches, sampling], ensure_ascii=True)
     key = "fp1-" + hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
     name = os.path.splitext(os.path.basename(path))[0] if path else "model"
+    job = alias_job(path, hash_cache) if is_bare_checkpoint(patcher, path) else None
+    alias = job_result(job)
     return ModelIdentity(key=key, name=name, base=base, patches=patches, sampling=sampling,
-                         aliases=checkpoint_alias(patcher, path, hash_cache))
+                         aliases=(alias,) if alias else (), alias_pending=job if job and not alias else None)
 
 
-def checkpoint_alias(patcher, path, hash_cache=None):
-    """``(AutoV2,)`` if the model is exactly the checkpoint file ``path`` (no weight or hook patches, model_sampling
-    not replaced by an object patch, as every ModelSampling* node does), else ``()``."""
+def is_bare_checkpoint(patcher, path):
+    """True if the model is exactly the checkpoint file ``path``: no weight or hook patches, model_sampling not
+    replaced by an object patch (as every ModelSampling* node does)."""
     object_patches = getattr(patcher, "object_patches", None)
-    if not path or not isinstance(object_patches, dict) or "model_sampling" in object_patches or \
-            getattr(patcher, "patches", None) or getattr(patcher, "hook_patches", None):
-        return ()
-    return (autov2(path, hash_cache),)
+    return bool(path) and isinstance(object_patches, dict) and "model_sampling" not in object_patches and \
+        not getattr(patcher, "patches", None) and not getattr(patcher, "hook_patches", None)
+
+
+def alias_job(path, hash_cache=None):
+    """The background job computing ``path``'s AutoV2, started on first use (one per file version)."""
+    stat = os.stat(path)
+    memo_key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        job = _alias_jobs.get(memo_key)
+        fresh = job is None
+        if fresh:
+            job = _alias_jobs[memo_key] = _hasher.submit(autov2, path, hash_cache)
+    if fresh:
+        wait([job], timeout=ALIAS_WAIT)  # a cached hash is back by then; a real hash goes on in the background
+    return job
+
+
+def job_result(job):
+    """The AutoV2 if ``job`` is done, else None (still hashing, or failed: then the model has no alias)."""
+    if job is None or not job.done():
+        return None
+    try:
+        return job.result()
+    except Exception as e:
+        log.warning("[dode] no AutoV2 alias for this checkpoint (%s: %s)", type(e).__name__, e)
+        return None
 
 
 def checkpoint_path(patcher):

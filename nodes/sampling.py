@@ -7,15 +7,21 @@ A sampler chosen by name in the stock KSampler gets no options, so it finds λ i
    does not fit, then on to 3;
 3. the λ store (``models/dode_lambdas``), keyed by model identity (the fingerprint, or the checkpoint's AutoV2
    when the model is exactly its checkpoint file: see identity.py), sampler, σ grid and cfg;
-4. the policy on a miss (``on_missing``): ``stock`` runs the sampler with λ = 0 (the stock update) and logs
-   how to distill; ``auto_distill`` fits λ on this very batch (the paper's Algorithm 1), saves it and returns the
-   student's result; ``error`` stops the run.
+4. the policy on a miss (``on_missing``): ``stock`` runs ComfyUI's own stock sampler (HOST_STOCK: λ = 0 is the stock
+   update, and the host's own code makes it the host's bits, e.g. its float32 DEIS coefficients) and says how to
+   distill; ``auto_distill`` fits λ on this very batch (the paper's Algorithm 1), saves it and returns the student's
+   result (kept in memory if it cannot be saved); ``error`` stops the run.
+
+Every run says what it did in the log and in the browser (feedback.py).
 """
 import logging
-from dataclasses import dataclass
+import os
+import threading
+from dataclasses import dataclass, replace
 
 from .. import lambdas as core_lambdas
 from .. import samplers as core
+from . import feedback
 from . import identity as ident_mod
 from . import store
 
@@ -24,6 +30,13 @@ log = logging.getLogger("dode")
 MODEL_OPTIONS_KEY = "dode"
 POLICIES = ("stock", "auto_distill", "error")
 SUFFIX = "_dode"
+# ComfyUI's stock sampler for each D-ODE solver (name in comfy.k_diffusion.sampling, options): what λ = 0 reproduces
+HOST_STOCK = {"euler": ("sample_euler", {}), "heun": ("sample_heun", {}), "dpmpp_2m": ("sample_dpmpp_2m", {}),
+              "dpmpp_2s": ("sample_dpmpp_2s_ancestral", {"eta": 0.0}),
+              "dpmpp_3m": ("sample_dpmpp_3m_sde", {"eta": 0.0}),
+              "ipndm": ("sample_ipndm", {}), "deis": ("sample_deis", {})}
+_unsaved = []  # auto-distill fits that could not be saved: used in this process, never lost to a bad λ folder
+_unsaved_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,7 @@ class Run:
         self.patcher = getattr(guider, "model_patcher", None)
         cfg = getattr(guider, "cfg", None)
         self.cfg = float(cfg) if isinstance(cfg, (int, float)) else None
+        self.guider_problem = guider_problem(guider)
         model_options = (extra_args or {}).get("model_options") or {}
         options = model_options.get(MODEL_OPTIONS_KEY)
         self.options = options if isinstance(options, DodeOptions) else DodeOptions()
@@ -85,10 +99,66 @@ class Run:
                 self.identity_error = "the sampler was not called through a ComfyUI guider with a ModelPatcher"
             else:
                 try:
-                    self._identity = ident_mod.fingerprint(self.patcher, self.options.identity, store.hash_cache())
+                    self._identity = model_identity(self.patcher, self.options.identity)
                 except Exception as e:  # a model we cannot fingerprint must not stop sampling
                     self.identity_error = f"cannot fingerprint this model ({type(e).__name__}: {e})"
         return self._identity
+
+    def model_text(self):
+        return self.identity.name if self.identity is not None else "an unidentified model"
+
+
+def model_identity(patcher, mode="full"):
+    """The fingerprint of ``patcher``, named after the checkpoint or UNET file the running prompt loaded it from
+    when ComfyUI does not record the file itself (v0.3.x), so λ files get that name instead of ``model``."""
+    identity = ident_mod.fingerprint(patcher, mode, store.hash_cache())
+    if identity.name == "model":
+        name = loader_file_name()
+        if name:
+            identity = replace(identity, name=name)
+    return identity
+
+
+def guider_problem(guider):
+    """Why λ cannot be keyed for this guider, or None. λ depends on the CFG scale and entries store one; a guider with
+    two scales (Guider_DualCFG: ``cfg1``, ``cfg2``; its ``cfg`` stays 1.0) would be keyed as cfg 1, so it is refused."""
+    if guider is not None and hasattr(guider, "cfg1") and hasattr(guider, "cfg2"):
+        return (f"{type(guider).__name__} has two CFG scales (cfg1 {guider.cfg1:g}, cfg2 {guider.cfg2:g}) and λ is "
+                "fitted for one; use a single-scale guider (KSampler, SamplerCustom, CFGGuider) with D-ODE")
+    return None
+
+
+def current_prompt():
+    """``(prompt, node id)`` of the prompt ComfyUI is executing now, or ``(None, None)``."""
+    instance = feedback.prompt_server()
+    queue = getattr(instance, "prompt_queue", None)
+    running = getattr(queue, "currently_running", None)
+    if not isinstance(running, dict) or len(running) != 1:
+        return None, None
+    item = next(iter(running.values()))
+    prompt = item[2] if isinstance(item, (tuple, list)) and len(item) > 2 else None
+    return (prompt, getattr(instance, "last_node_id", None)) if isinstance(prompt, dict) else (None, None)
+
+
+LOADER_INPUTS = ("ckpt_name", "unet_name")
+
+
+def loader_file_name(prompt=None, node_id=None):
+    """The stem of the checkpoint / UNET file feeding ``node_id``'s ``model`` input in ``prompt`` (default: the
+    running prompt), following ``model`` links upstream through LoRA loaders, ModelSampling* nodes, etc.; or None."""
+    if prompt is None:
+        prompt, node_id = current_prompt()
+    seen = set()
+    node = prompt.get(str(node_id)) if isinstance(prompt, dict) else None
+    while isinstance(node, dict) and id(node) not in seen:
+        seen.add(id(node))
+        inputs = node.get("inputs") or {}
+        for key in LOADER_INPUTS:
+            if isinstance(inputs.get(key), str):
+                return os.path.splitext(os.path.basename(inputs[key]))[0]
+        link = inputs.get("model")
+        node = prompt.get(str(link[0])) if isinstance(link, list) and link else None
+    return None
 
 
 def flow_option(model_sampling):
@@ -118,9 +188,12 @@ def grid_text(sigmas, cfg):
 
 
 def find_entry(name, sigmas, run, explicit=None, strict=True):
-    """The λ entry for this call, or ``(None, reason)``. Raises LambdaNotFound for an explicit set that does not fit."""
+    """The λ entry for this call and where it came from, or ``(None, reason)``. Raises LambdaNotFound for an explicit
+    set that does not fit, RuntimeError for an explicit set on a guider λ cannot be keyed for."""
     sigmas = sigmas.detach().cpu()
     if explicit is not None:
+        if run.guider_problem:
+            raise RuntimeError(f"D-ODE: cannot use {explicit.source}: {run.guider_problem}")
         key = None
         if strict:
             if run.identity is None:
@@ -141,6 +214,8 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
                 pass
         return core_lambdas.find_lambdas(entries, name, sigmas, cfg=cfgs[-1], source=explicit.source), \
             explicit.source
+    if run.guider_problem:
+        return None, run.guider_problem
     attached = run.options.lambdas
     if attached is not None and attached.entries:
         try:
@@ -148,11 +223,61 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
             return core_lambdas.find_lambdas(list(attached.entries), name, sigmas, model=key, cfg=run.cfg,
                                              source=attached.source), attached.source
         except core_lambdas.LambdaNotFound as e:
-            log.warning("[dode] %s: the λ set attached to the model does not fit this run (%s); trying the λ store",
-                        dode_name(name), e)
+            feedback.tell(f"{dode_name(name)}: the λ set attached to the model does not fit this run ({e}); trying "
+                          "the λ store", "warning")
     if run.identity is None:
         return None, run.identity_error
-    return store.store().lookup(run.identity.ids, name, sigmas, cfg=run.cfg)
+    with _unsaved_lock:
+        unsaved = list(_unsaved)
+    if unsaved:
+        try:
+            return core_lambdas.find_lambdas(unsaved, name, sigmas, model=run.identity.ids, cfg=run.cfg,
+                                             source="memory"), "an unsaved fit of this process"
+        except core_lambdas.LambdaNotFound:
+            pass
+    st = store.store()
+    entry, where = st.lookup(run.identity.ids, name, sigmas, cfg=run.cfg)
+    skipped = store.report_skipped(st)
+    if entry is None:
+        where = nearest_entry(store.all_entries(st), name, sigmas, run.identity.ids, run.cfg) or where
+        if skipped:
+            where = f"{where} (skipped unreadable λ files: {skipped})"
+    return entry, where
+
+
+def grid_differences(entry, sampler, sigmas, ids, cfg):
+    """What differs between ``entry`` and a request for λ on the grid ``sigmas`` (empty if it serves it)."""
+    diffs = []
+    if entry.sampler != sampler:
+        diffs.append(f"sampler {entry.sampler}, not {sampler}")
+    if not set(ids) & entry.ids:
+        diffs.append(f"model ({entry.metrics.get('model_name') or entry.model})")
+    if entry.steps != len(sigmas) - 1:
+        diffs.append(f"{entry.steps} steps, not {len(sigmas) - 1}")
+    elif not entry.same_grid(sigmas):
+        diffs.append("σ grid (another scheduler, shift, denoise or a fitted schedule)")
+    if entry.cfg != cfg:
+        diffs.append(f"cfg {'none' if entry.cfg is None else f'{entry.cfg:g}'}, not "
+                     f"{'none' if cfg is None else f'{cfg:g}'}")
+    return diffs
+
+
+def nearest_entry(entries, sampler, sigmas, ids, cfg):
+    """"nearest entry: <entry> in <file>, which differs in <...>" for the entry with the fewest differences among
+    ``(entry, file)`` pairs, or None when there are none."""
+    scored = [(len(d), i, e, f, d) for i, (e, f) in enumerate(entries)
+              for d in [grid_differences(e, sampler, sigmas, ids, cfg)]]
+    if not scored:
+        return None
+    _, _, entry, where, diffs = min(scored, key=lambda item: item[:2])
+    return f"nearest entry: {entry.describe()} in {where}, which differs in {'; '.join(diffs)}"
+
+
+def origin(entry, where):
+    """How a λ entry is named to the user: its file name (or set), and whether its σ grid is a fitted schedule."""
+    text = os.path.basename(where) if isinstance(where, str) and where.endswith(".safetensors") else where
+    kind = "fitted schedule" if getattr(entry, "schedule", "given") == "fitted" else "given grid"
+    return f"{text} ({kind})"
 
 
 def make_sampler_function(name):
@@ -166,7 +291,7 @@ def make_sampler_function(name):
         run = Run(model, extra_args)
         entry, where = find_entry(name, sigmas, run, explicit=dode_lambdas, strict=dode_strict)
         if entry is not None:
-            log.info("[dode] %s: λ from %s (%s)", dode_name(name), where, entry.describe())
+            feedback.tell(f"{dode_name(name)}: λ from {origin(entry, where)}; {entry.describe()}")
             return core.sample(model, x, sigmas, sampler=name, lambdas=entry.lambdas, extra_args=extra_args,
                                callback=callback, disable=disable, **solver_kwargs(name, run.flow))
         return on_missing(name, model, x, sigmas, extra_args, callback, disable, run, where)
@@ -178,41 +303,59 @@ def make_sampler_function(name):
     return sampler_function
 
 
+def stock_sample(name, model, x, sigmas, extra_args, callback, disable, run):
+    """The stock sampler for ``name``: ComfyUI's own (HOST_STOCK), so that λ = 0 gives the host's bits; the core's
+    λ = 0 update where this ComfyUI lacks that sampler."""
+    try:
+        import comfy.k_diffusion.sampling as kds
+        function_name, options = HOST_STOCK[name]
+        host = getattr(kds, function_name)
+    except (ImportError, AttributeError):
+        return core.sample(model, x, sigmas, sampler=name, lambdas=None, extra_args=extra_args, callback=callback,
+                           disable=disable, **solver_kwargs(name, run.flow))
+    return host(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+
+
 def on_missing(name, model, x, sigmas, extra_args, callback, disable, run, reason):
     policy = run.options.on_missing
-    model_text = run.identity.describe() if run.identity is not None else "unidentified model"
     want = grid_text(sigmas, run.cfg)
     if policy == "error":
-        raise RuntimeError(f"D-ODE {dode_name(name)}: no λ for {model_text}, {want}: {reason}. Run 'Distill λ' "
-                           "with this model, sampler, scheduler, steps, denoise and cfg, or set on_missing to "
+        raise RuntimeError(f"D-ODE {dode_name(name)}: no λ for {run.model_text()}, {want}: {reason}. Run 'Distill "
+                           "λ' with this model, sampler, scheduler, steps, denoise and cfg, or set on_missing to "
                            "stock/auto_distill in 'D-ODE Model Options'")
-    if policy == "auto_distill" and run.identity is not None and len(sigmas) >= 3:
-        log.info("[dode] %s: no λ for %s (%s); auto-distilling on this batch (teacher %s, scale %d)",
-                 dode_name(name), want, run.identity.key, run.options.teacher, run.options.scale)
-        if x.shape[0] == 1:
-            log.warning("[dode] %s: auto-distilling on a batch of 1; λ fitted on one sample may not generalise "
-                        "(a batch of 4 or more is better)", dode_name(name))
-        result = distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, run.options.teacher,
-                                    run.options.scale)
-        entry = result.entry(model=run.identity.key, aliases=run.identity.aliases, cfg=run.cfg,
-                             **run.identity.as_meta(), source="auto_distill")
-        try:
-            path = store.add(run.identity, name, entry)
-        except OSError as e:  # keep the (already paid for) result; say why λ was not kept
-            log.warning("[dode] %s: could not save λ (%s); this run used it, the next will distill again",
-                        dode_name(name), e)
-        else:
-            log.info("[dode] %s: λ saved to %s (rmse to teacher: λ=0 %.4g → D-ODE %.4g)", dode_name(name), path,
-                     result.report.rmse_before, result.report.rmse_after)
-        return result.samples
+    if policy == "auto_distill" and run.identity is not None and len(sigmas) >= 3 and not run.guider_problem:
+        return auto_distill(name, model, x, sigmas, extra_args, disable, run, want)
     if policy == "auto_distill":
-        reason = f"{reason}; auto_distill needs an identifiable model and at least 2 steps"
-    log.info("[dode] %s: no λ for this model/σ grid/cfg (%s; %s) — %s. Running plain %s (λ=0). To use D-ODE, run "
-             "'Distill λ' (sampling/dode) once with the same model, sampler, scheduler, steps, denoise and cfg, or "
-             "attach 'D-ODE Model Options' with on_missing=auto_distill.", dode_name(name), want,
-             run.identity.key if run.identity is not None else "no identity", reason, name)
-    return core.sample(model, x, sigmas, sampler=name, lambdas=None, extra_args=extra_args, callback=callback,
-                       disable=disable, **solver_kwargs(name, run.flow))
+        reason = f"{reason}; auto_distill needs an identifiable model, a single CFG scale and at least 2 steps"
+    feedback.tell(f"{dode_name(name)}: stock {name} (λ = 0): no λ for {run.model_text()}, {want}: {reason}. To use "
+                  "D-ODE, run 'Distill λ' (sampling/dode) once with the same model, sampler, scheduler, steps, "
+                  "denoise and cfg, or attach 'D-ODE Model Options' with on_missing=auto_distill.")
+    return stock_sample(name, model, x, sigmas, extra_args, callback, disable, run)
+
+
+def auto_distill(name, model, x, sigmas, extra_args, disable, run, want):
+    """Fits λ on this batch, saves it and returns the student's samples. A fit that cannot be saved (a read-only or
+    broken λ folder) is still used, kept in memory for this process, and the user is told why."""
+    feedback.tell(f"{dode_name(name)}: no λ for {run.model_text()}, {want}; auto-distilling on this batch "
+                  f"(teacher {run.options.teacher}, scale {run.options.scale})")
+    if x.shape[0] == 1:
+        log.warning("[dode] %s: auto-distilling on a batch of 1; λ fitted on one sample may not generalise "
+                    "(a batch of 4 or more is better)", dode_name(name))
+    result = distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, run.options.teacher,
+                                run.options.scale, compare_stock=True)
+    entry = result.entry(model=run.identity.key, aliases=run.identity.aliases, cfg=run.cfg,
+                         **run.identity.as_meta(), source="auto_distill")
+    try:
+        path = store.add(run.identity, name, entry)
+    except Exception as e:  # the fit is paid for: sample with it, keep it, say why it was not saved
+        with _unsaved_lock:
+            _unsaved.insert(0, entry)
+        feedback.tell(f"{dode_name(name)}: λ fitted but not saved ({type(e).__name__}: {e}); this run uses it and "
+                      "this ComfyUI keeps it in memory until it restarts. Fix or remove the file named above.",
+                      "warning")
+    else:
+        feedback.tell(f"{dode_name(name)}: λ saved to {os.path.basename(path)}; {result.report.summary()}")
+    return result.samples
 
 
 class Progress:
@@ -264,17 +407,41 @@ def previewer_for(patcher):
         return None
 
 
+def fit_phases(objective, compare_stock):
+    """The progress phases of a fit, in order (what lambdas.distill reports through its callback)."""
+    if objective == "final":
+        return ("teacher", "fit")
+    return ("teacher", "stock", "student") if compare_stock else ("teacher", "student")
+
+
 def distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, teacher, scale, node_id=None,
-                       compare_stock=False):
-    """Runs teacher and student through the guided model this sampler function was given (one sampling call)."""
-    phases = ("teacher", "stock", "student") if compare_stock else ("teacher", "student")
-    progress = Progress(len(sigmas) - 1, phases, node_id, previewer=previewer_for(run.patcher))
+                       compare_stock=False, objective=None, schedule=False, sigma_range=None):
+    """Runs teacher and student through the guided model this sampler function was given (one sampling call).
+    ``objective`` None: the core's default (DEFAULT_OBJECTIVE)."""
+    objective = "final" if schedule else objective or core_lambdas.DEFAULT_OBJECTIVE
+    progress = Progress(len(sigmas) - 1, fit_phases(objective, compare_stock), node_id,
+                        previewer=previewer_for(run.patcher))
     return core_lambdas.distill(model, x, sigmas, sampler=name, teacher=teacher, scale=int(scale),
                                 extra_args=extra_args, callback=progress, compare_stock=compare_stock,
-                                disable=disable, **solver_kwargs(name, run.flow))
+                                disable=disable, objective=objective, schedule=schedule, sigma_range=sigma_range,
+                                **solver_kwargs(name, run.flow))
 
 
-def make_distill_function(name, teacher, scale, holder, node_id=None):
+def model_sigma_range(run):
+    """``(σ_min, σ_max)`` of the model being sampled (what a fitted schedule must stay inside), or None."""
+    ms = getattr(getattr(run.patcher, "model", None), "model_sampling", None)
+    if run.patcher is not None:
+        try:
+            ms = run.patcher.get_model_object("model_sampling")
+        except Exception:
+            pass
+    try:
+        return float(ms.sigma_min), float(ms.sigma_max)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def make_distill_function(name, teacher, scale, holder, node_id=None, objective=None, schedule=False):
     """A sampler function for one ``CFGGuider.sample`` call that distills λ and returns the teacher's samples.
 
     Running inside the guider means CFG, LoRA, ControlNet, hooks and model patches all apply to both runs."""
@@ -284,7 +451,9 @@ def make_distill_function(name, teacher, scale, holder, node_id=None):
         if run.identity is None:
             raise RuntimeError(f"Distill λ: {run.identity_error}")
         holder["result"] = distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, teacher, scale,
-                                              node_id=node_id, compare_stock=True)
+                                              node_id=node_id, compare_stock=True, objective=objective,
+                                              schedule=schedule,
+                                              sigma_range=model_sigma_range(run) if schedule else None)
         holder["identity"] = run.identity
         holder["cfg"] = run.cfg
         return holder["result"].teacher_samples

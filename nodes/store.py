@@ -3,8 +3,10 @@ import logging
 import os
 import re
 import threading
+from dataclasses import replace
 
-from ..lambdas import LambdaStore
+from ..lambdas import LambdaStore, load_lambdas
+from . import feedback
 
 FOLDER = "dode_lambdas"
 EXTENSIONS = {".safetensors"}
@@ -99,7 +101,41 @@ def default_file(identity, sampler):
 
 
 def add(identity, sampler, fit_or_entry, **meta):
-    """Merges a fit into this model's λ file for ``sampler`` (atomic write); returns the path."""
+    """Merges a fit into this model's λ file for ``sampler`` (atomic write); returns the path. If the checkpoint's
+    AutoV2 is still being hashed (identity.alias_pending), the entry gets it as an alias when it is known."""
     path = default_file(identity, sampler)
     store().add(path, fit_or_entry, **meta)
+    pending = getattr(identity, "alias_pending", None)
+    if pending is not None and not identity.aliases:
+        pending.add_done_callback(lambda job: add_alias(path, identity.key, job))
     return path
+
+
+def add_alias(path, key, job):
+    """Adds the AutoV2 that ``job`` computed as an alias to the entries of ``path`` keyed ``key`` (a λ file written
+    before the hash was known)."""
+    try:
+        alias = job.result()
+        entries = load_lambdas(path)
+        stale = [e for e in entries if e.model == key and alias not in e.aliases]
+        if stale:
+            store().add(path, [replace(e, aliases=[*e.aliases, alias]) for e in stale])
+            log.info("[dode] %s: added the checkpoint's AutoV2 %s as an alias", os.path.basename(path), alias)
+    except Exception as e:  # never break a generation over an alias; the entry still serves its fingerprint
+        log.warning("[dode] could not add the AutoV2 alias to %s (%s: %s)", path, type(e).__name__, e)
+
+
+def report_skipped(st):
+    """Names each λ file the store skipped (unreadable or invalid) and why, once per reason in the log and the
+    browser; returns the file names and reasons as one line for a miss message ("" when none was skipped)."""
+    lines = []
+    for path, why in st.skipped:
+        why = why[len(path) + 2:] if why.startswith(path + ": ") else why
+        feedback.tell_once(("skipped", path, why), f"skipped the λ file {os.path.basename(path)}: {why}", "warning")
+        lines.append(f"{os.path.basename(path)} ({why})")
+    return "; ".join(lines)
+
+
+def all_entries(st):
+    """``(entry, file name)`` for every entry in the store's readable files."""
+    return [(entry, os.path.basename(path)) for path in st.paths() for entry in st.entries(path)]

@@ -1,4 +1,5 @@
 """The D-ODE nodes (ComfyUI V3 node API, category ``sampling/dode``). Thin: validate, call the core, return."""
+import dataclasses
 import inspect
 import logging
 import os
@@ -13,7 +14,7 @@ from comfy_api.latest import io
 from .. import lambdas as core_lambdas
 from .. import plot
 from .. import samplers as core
-from . import sampling, store
+from . import feedback, sampling, schedule, store
 from .sampling import DodeOptions, LambdaSet
 
 log = logging.getLogger("dode")
@@ -23,7 +24,7 @@ DodeLambdas = io.Custom("DODE_LAMBDAS")
 STORE_LOOKUP = "(λ store lookup)"
 
 
-def solver_input(id="sampler_name", default="euler", tooltip=None):
+def solver_input(id="sampler_name", default="euler", tooltip="The D-ODE sampler (solver)."):
     return io.Combo.Input(id, options=list(core.SAMPLER_NAMES), default=default, tooltip=tooltip)
 
 
@@ -56,8 +57,18 @@ def fix_latent(model, latent):
     return fix(model, latent["samples"])
 
 
+
+
+def check_choice(name, value, options):
+    """A COMBO value that ComfyUI v0.3.x does not check for V3 nodes: None if valid, else the error text."""
+    options = list(options)
+    if value is None or value in options:
+        return None
+    return f"{name}: {value!r} is not one of {', '.join(map(str, options))}"
+
+
 class DistillLambdas(io.ComfyNode):
-    """Fits λ for one sampler and σ grid: teacher and student run in one guided sampling call."""
+    """Fits λ (and optionally the σ schedule) for one sampler: teacher and student run in one guided sampling call."""
 
     @classmethod
     def define_schema(cls):
@@ -65,20 +76,27 @@ class DistillLambdas(io.ComfyNode):
             node_id="DODEDistillLambdas",
             display_name="Distill λ (D-ODE)",
             category=CATEGORY,
-            description="Fits the D-ODE λ for this model, sampler, σ grid and cfg on a batch of latents (teacher run "
-                        "+ one student run, closed form), saves them to models/dode_lambdas and returns a ready "
-                        "SAMPLER. After this, '<sampler>_dode' in the stock KSampler uses them.",
+            description="Fits the D-ODE λ (and with fit_schedule the σ grid) for this model, sampler, steps and cfg on "
+                        "a batch of latents, saves them to models/dode_lambdas and returns a ready SAMPLER, the grid "
+                        "to sample with (SIGMAS) and the model with the fit attached (MODEL). After this, "
+                        "'<sampler>_dode' in the stock KSampler uses them, and the 'dode' scheduler gives the fitted "
+                        "grid. The report is shown on the node.",
             inputs=[
-                io.Model.Input("model"),
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
+                io.Model.Input("model", tooltip="The model to fit for (LoRAs and ModelSampling* nodes applied)."),
+                io.Conditioning.Input("positive", tooltip="The prompt the fit samples with (λ does not depend on "
+                                                           "it much; use a typical one)."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt, as in KSampler."),
                 io.Latent.Input("latent_image", tooltip="A batch of latents; 4+ generalises better than 1."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="The noise seed of the fit batch."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="The CFG scale you will sample with (λ is only valid for it)."),
                 solver_input(tooltip="The D-ODE sampler to fit λ for (use '<name>_dode' in KSampler afterwards)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS),
-                io.Int.Input("steps", default=10, min=2, max=1000),
-                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
+                               tooltip="The scheduler whose grid is fitted (or the start of a fitted schedule)."),
+                io.Int.Input("steps", default=10, min=2, max=1000, tooltip="Sampling steps you will use."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="As in KSampler: < 1 fits the tail of a longer grid (img2img)."),
                 solver_input("teacher", default=core_lambdas.DEFAULT_TEACHER,
                              tooltip="The sampler that runs the fine reference trajectory."),
                 io.Int.Input("scale", default=core_lambdas.DEFAULT_SCALE, min=1, max=100,
@@ -86,6 +104,14 @@ class DistillLambdas(io.ComfyNode):
                 io.Boolean.Input("save", default=True, tooltip="Save λ into models/dode_lambdas."),
                 io.Sigmas.Input("sigmas", optional=True,
                                 tooltip="A custom σ grid; overrides scheduler, steps and denoise."),
+                io.Combo.Input("objective", options=list(core_lambdas.OBJECTIVES),
+                               default=core_lambdas.DEFAULT_OBJECTIVE, optional=True,
+                               tooltip="final: λ fitted to the teacher's final sample (what you see); greedy: the "
+                                       "paper's step-by-step fit."),
+                io.Boolean.Input("fit_schedule", default=False, optional=True,
+                                 tooltip="Also fit the interior σ's (implies objective final). Sample with the "
+                                         "SIGMAS output, or the 'dode' scheduler with the same model, sampler, "
+                                         "steps and cfg."),
             ],
             outputs=[
                 io.Sampler.Output(display_name="sampler"),
@@ -95,14 +121,35 @@ class DistillLambdas(io.ComfyNode):
                 io.Image.Output(display_name="lambda_plot",
                                 tooltip="λ per network evaluation (x: the σ it lands on) and the RMSE to the teacher "
                                         "of the stock sampler and of D-ODE."),
+                io.Sigmas.Output(display_name="sigmas",
+                                 tooltip="The grid to sample with: the fitted schedule, or the input grid."),
+                io.Model.Output(display_name="model",
+                                tooltip="The input model with this fit attached: a KSampler fed by it uses the fit "
+                                        "and re-runs whenever this node distills again."),
             ],
         )
 
     @classmethod
+    def validate_inputs(cls, scheduler=None, sampler_name=None, teacher=None, objective=None, **kwargs):
+        problems = [p for p in (
+            check_choice("scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS),
+            check_choice("sampler_name", sampler_name, core.SAMPLER_NAMES),
+            check_choice("teacher", teacher, core.SAMPLER_NAMES),
+            check_choice("objective", objective, core_lambdas.OBJECTIVES)) if p]
+        if scheduler == schedule.NAME:
+            problems.append("scheduler: Distill λ fits a stock scheduler's grid; pick the one to start from (e.g. "
+                            f"'{schedule.FALLBACK}'). The 'dode' scheduler then serves the fitted grid")
+        return "; ".join(problems) or True
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, cfg, sampler_name, scheduler, steps, denoise,
-                teacher, scale, save, sigmas=None):
+                teacher, scale, save, sigmas=None, objective=None, fit_schedule=False):
+        objective = objective or core_lambdas.DEFAULT_OBJECTIVE
         custom = sigmas is not None
         if not custom:
+            problem = cls.validate_inputs(scheduler=scheduler)
+            if problem is not True:
+                raise ValueError(f"Distill λ: {problem}")
             sigmas = compute_sigmas(model, sampler_name, scheduler, steps, denoise)
         elif len(sigmas) < 3:
             raise ValueError(f"Distill λ needs a σ grid of at least 2 steps, got {len(sigmas) - 1}")
@@ -112,7 +159,8 @@ class DistillLambdas(io.ComfyNode):
                         "to other seeds/prompts. A batch of 4 or more is better (batch_size on the empty latent).")
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         holder = {}
-        fn = sampling.make_distill_function(sampler_name, teacher, scale, holder)
+        fn = sampling.make_distill_function(sampler_name, teacher, scale, holder, objective=objective,
+                                            schedule=bool(fit_schedule))
         samples = comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(fn), sigmas, positive,
                                              negative, latent, noise_mask=latent_image.get("noise_mask"),
                                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
@@ -123,11 +171,13 @@ class DistillLambdas(io.ComfyNode):
         where = "not saved (save is off)"
         if save:
             where = store.add(identity, sampler_name, entry)
+        summary = result.report.summary()
         report = (f"D-ODE {sampler_name}: {entry.describe()}\nλ: "
                   + ", ".join(f"{v:.4f}" for v in entry.lambdas.tolist())
+                  + "\nσ: " + ", ".join(f"{v:.4g}" for v in entry.sigmas.tolist())
                   + f"\n{result.report.table()}\nsaved: {where}")
-        log.info("[dode] Distill λ: %s; rmse to teacher: stock %.4g → D-ODE %.4g; %s", entry.describe(),
-                 result.report.rmse_stock, result.report.rmse_after, where)
+        feedback.tell(f"Distill λ: {entry.describe()}; {summary}; "
+                      f"{'saved to ' + os.path.basename(where) if save else where}")
         lambdas = LambdaSet((entry,), source=f"Distill λ ({sampler_name}, {entry.steps} steps)")
         sampler = comfy.samplers.KSAMPLER(sampling.make_sampler_function(sampler_name),
                                           extra_options={"dode_lambdas": lambdas, "dode_strict": True})
@@ -135,7 +185,17 @@ class DistillLambdas(io.ComfyNode):
         out.pop("downscale_ratio_spacial", None)
         out.pop("downscale_ratio_temporal", None)
         out["samples"] = samples
-        return io.NodeOutput(sampler, lambdas, out, report, lambda_chart(result, entry))
+        return io.NodeOutput(sampler, lambdas, out, report, lambda_chart(result, entry), entry.sigmas.float(),
+                             with_fit(model, lambdas), ui={"text": [report]})
+
+
+def with_fit(model, lambdas):
+    """A clone of ``model`` with ``lambdas`` attached (model_options["dode"]), keeping its other D-ODE options."""
+    patched = model.clone()
+    options = patched.model_options.get(sampling.MODEL_OPTIONS_KEY)
+    options = options if isinstance(options, DodeOptions) else DodeOptions()
+    patched.model_options[sampling.MODEL_OPTIONS_KEY] = dataclasses.replace(options, lambdas=lambdas)
+    return patched
 
 
 def lambda_chart(result, entry):
@@ -163,15 +223,24 @@ class DODESampler(io.ComfyNode):
                         "else the chosen λ file, else the λ store (as '<name>_dode' in KSampler does). An explicit "
                         "set or file that does not fit the run is an error.",
             inputs=[
-                solver_input(),
-                io.Combo.Input("lambda_file", options=lambda_file_options(), default=STORE_LOOKUP),
+                solver_input(tooltip="The D-ODE sampler; λ must have been fitted for it."),
+                io.Combo.Input("lambda_file", options=lambda_file_options(), default=STORE_LOOKUP,
+                               tooltip="A λ file from models/dode_lambdas, or the store lookup (as '<name>_dode' in "
+                                       "KSampler)."),
                 io.Boolean.Input("strict", default=True,
                                  tooltip="Require an explicit λ set to match this model and cfg (off: only the "
                                          "sampler and σ grid must match)."),
-                DodeLambdas.Input("lambdas", optional=True),
+                DodeLambdas.Input("lambdas", optional=True,
+                                  tooltip="A λ set (Distill λ, Load λ); it wins over the file and the store."),
             ],
             outputs=[io.Sampler.Output(display_name="sampler")],
         )
+
+    @classmethod
+    def validate_inputs(cls, sampler_name=None, lambda_file=None, **kwargs):
+        problems = [p for p in (check_choice("sampler_name", sampler_name, core.SAMPLER_NAMES),
+                                check_choice("lambda_file", lambda_file, lambda_file_options())) if p]
+        return "; ".join(problems) or True
 
     @classmethod
     def execute(cls, sampler_name, lambda_file, strict, lambdas=None):
@@ -196,7 +265,8 @@ class LoadLambdas(io.ComfyNode):
             display_name="Load λ (D-ODE)",
             category=CATEGORY,
             description="Loads a λ file from models/dode_lambdas (re-read when the file changes).",
-            inputs=[io.Combo.Input("lambda_file", options=store.file_list())],
+            inputs=[io.Combo.Input("lambda_file", options=store.file_list(),
+                                   tooltip="A λ file in models/dode_lambdas (or a folder from extra_model_paths).")],
             outputs=[DodeLambdas.Output(display_name="lambdas"), io.String.Output(display_name="info")],
         )
 
@@ -227,7 +297,9 @@ class SaveLambdas(io.ComfyNode):
             category=CATEGORY,
             description="Saves a λ set into models/dode_lambdas/<filename>.safetensors (merged with the entries "
                         "already there; atomic write).",
-            inputs=[DodeLambdas.Input("lambdas"), io.String.Input("filename", default="dode_lambdas")],
+            inputs=[DodeLambdas.Input("lambdas", tooltip="The λ set to save (e.g. Distill λ's lambdas output)."),
+                    io.String.Input("filename", default="dode_lambdas",
+                                    tooltip="File name in models/dode_lambdas (.safetensors is added).")],
             outputs=[],
             is_output_node=True,
         )
@@ -252,19 +324,29 @@ class ModelOptions(io.ComfyNode):
                         "store has no λ (stock λ=0, auto-distill on first use, or error), how the model is "
                         "identified, and an optional λ set to use first.",
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model the '<sampler>_dode' samplers will run with."),
                 io.Combo.Input("on_missing", options=list(sampling.POLICIES), default="stock",
                                tooltip="stock: run with λ=0 and log how to distill; auto_distill: fit λ on the "
                                        "first run's batch (teacher cost) and save it; error: stop."),
                 io.Combo.Input("identity", options=["full", "ignore_patches"], default="full",
                                tooltip="ignore_patches: LoRAs and other weight patches do not change the model "
                                        "identity, so λ fitted without them is reused."),
-                solver_input("teacher", default=core_lambdas.DEFAULT_TEACHER),
-                io.Int.Input("scale", default=core_lambdas.DEFAULT_SCALE, min=1, max=100),
-                DodeLambdas.Input("lambdas", optional=True),
+                solver_input("teacher", default=core_lambdas.DEFAULT_TEACHER,
+                             tooltip="auto_distill: the sampler of the fine reference run."),
+                io.Int.Input("scale", default=core_lambdas.DEFAULT_SCALE, min=1, max=100,
+                             tooltip="auto_distill: teacher sub-steps per student step."),
+                DodeLambdas.Input("lambdas", optional=True,
+                                  tooltip="A λ set to try before the λ store (a warning if it does not fit)."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, on_missing=None, identity=None, teacher=None, **kwargs):
+        problems = [p for p in (check_choice("on_missing", on_missing, sampling.POLICIES),
+                                check_choice("identity", identity, sampling.ident_mod.IDENTITY_MODES),
+                                check_choice("teacher", teacher, core.SAMPLER_NAMES)) if p]
+        return "; ".join(problems) or True
 
     @classmethod
     def execute(cls, model, on_missing, identity, teacher, scale, lambdas=None):

@@ -14,7 +14,7 @@ import torch
 torch.set_num_threads(1)
 
 STUB = str(Path(__file__).resolve().parent / "comfy_stub")
-STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview")
+STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview", "server")
 
 
 def _drop(prefixes):
@@ -45,6 +45,9 @@ def cx(tmp_path_factory):
         ns.identity = importlib.import_module("dode.nodes.identity")
         ns.store = importlib.import_module("dode.nodes.store")
         ns.v3 = importlib.import_module("dode.nodes.v3")
+        ns.schedule = importlib.import_module("dode.nodes.schedule")
+        ns.feedback = importlib.import_module("dode.nodes.feedback")
+        ns.server = importlib.import_module("server")
         ns.lambda_dir = base / "models" / "dode_lambdas"
         yield ns
     finally:
@@ -60,6 +63,9 @@ def cx(tmp_path_factory):
 @pytest.fixture
 def clean(cx):
     shutil.rmtree(cx.lambda_dir, ignore_errors=True)
+    cx.ui = cx.server.PromptServer()  # a fresh PromptServer.instance: what would reach the browser
+    cx.sampling._unsaved.clear()
+    cx.feedback._told.clear()
     cx.utils.PROGRESS_BAR_HOOK = None
     cx.model_management.interrupt_current_processing(False)
     cx.latent_preview.PREVIEW_METHOD = "none"
@@ -90,10 +96,11 @@ def ksample(cx, model, sampler, seed=1, steps=6, cfg=3.0, scheduler="karras", de
 
 
 def distill(cx, model, sampler="euler", steps=6, cfg=3.0, scheduler="karras", denoise=1.0, batch=3, scale=4,
-            save=True, sigmas=None, seed=11, teacher="heun"):
+            save=True, sigmas=None, seed=11, teacher="heun", objective="greedy", fit_schedule=False, outputs=5):
     out = cx.v3.DistillLambdas.execute(model, cond(0.5), cond(-0.5), latent(batch), seed, cfg, sampler, scheduler,
-                                       steps, denoise, teacher, scale, save, sigmas=sigmas)
-    return out.args
+                                       steps, denoise, teacher, scale, save, sigmas=sigmas, objective=objective,
+                                       fit_schedule=fit_schedule)
+    return out.args[:outputs]
 
 
 def rmse(a, b):
@@ -143,10 +150,41 @@ def test_nodes_and_lambda_folder(cx):
         schema = cls.define_schema()
         schema.validate()
         assert schema.category == "sampling/dode" and cx.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id]
-    outputs = [o.io_type for o in cx.v3.DistillLambdas.define_schema().outputs]
-    assert outputs == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING", "IMAGE"]  # new outputs go last (links by index)
+        untipped = [i.id for i in schema.inputs if not i.kwargs.get("tooltip")]
+        assert not untipped, (node_id, untipped)  # every input says what it is for
+    schema = cx.v3.DistillLambdas.define_schema()
+    outputs = [o.io_type for o in schema.outputs]
+    # new outputs go last (links are by index), new inputs go last and are optional (old workflows keep their
+    # widget values in order, old API prompts still validate)
+    assert outputs == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING", "IMAGE", "SIGMAS", "MODEL"]
+    ids = [i.id for i in schema.inputs]
+    assert ids == ["model", "positive", "negative", "latent_image", "seed", "cfg", "sampler_name", "scheduler",
+                   "steps", "denoise", "teacher", "scale", "save", "sigmas", "objective", "fit_schedule"]
+    assert all(i.optional for i in schema.inputs[-3:])
+    inputs = {i.id: i for i in schema.inputs}
+    assert inputs["cfg"].default == 8.0  # KSampler's default
+    assert inputs["denoise"].kwargs["min"] > 0  # a denoise the run accepts
+    assert inputs["fit_schedule"].default is False
+    assert inputs["scheduler"].options is cx.samplers.KSampler.SCHEDULERS  # by reference: later schedulers show
     paths, exts = cx.folder_paths.folder_names_and_paths["dode_lambdas"]
     assert paths[0] == str(cx.lambda_dir) and exts == {".safetensors"}
+
+
+def test_combo_values_are_validated(cx):
+    """ComfyUI v0.3.x does not check COMBO values of V3 nodes; the nodes do, with one message naming the input."""
+    v3 = cx.v3
+    assert v3.DistillLambdas.validate_inputs(scheduler="karras", sampler_name="euler", teacher="heun",
+                                             objective="final") is True
+    bad = v3.DistillLambdas.validate_inputs(scheduler="nope", sampler_name="euler_x", teacher="heun")
+    assert "scheduler: 'nope' is not one of" in bad and "sampler_name: 'euler_x'" in bad
+    assert "Distill λ fits a stock scheduler" in v3.DistillLambdas.validate_inputs(scheduler="dode")
+    assert "objective: 'best'" in v3.DistillLambdas.validate_inputs(objective="best")
+    assert "on_missing: 'maybe'" in v3.ModelOptions.validate_inputs(on_missing="maybe", identity="full")
+    assert v3.ModelOptions.validate_inputs(on_missing="stock", identity="full", teacher="heun") is True
+    assert "lambda_file: 'gone.safetensors'" in v3.DODESampler.validate_inputs(sampler_name="euler",
+                                                                              lambda_file="gone.safetensors")
+    with pytest.raises(ValueError, match="scheduler: 'nope'"):
+        distill(cx, make_model(cx), scheduler="nope", save=False)
 
 
 def test_lambda_folder_keeps_extra_model_paths(cx, tmp_path):
@@ -208,7 +246,7 @@ def test_dode_by_name_without_lambdas_is_stock_and_says_how_to_distill(clean, ca
     with caplog.at_level(logging.INFO, logger="dode"):
         dode = ksample(clean, model, "euler_dode")
     assert torch.equal(dode, ksample(clean, model, "euler"))
-    assert "euler_dode: no λ for this model" in caplog.text and "Distill λ" in caplog.text
+    assert "euler_dode: stock euler (λ = 0): no λ for" in caplog.text and "Distill λ" in caplog.text
     assert not clean.lambda_dir.exists()  # created lazily, on the first write only
 
 
@@ -257,10 +295,10 @@ def test_store_hit_needs_same_grid_cfg_and_model(clean, caplog):
                        {"steps": 5, "denoise": 0.5, "scheduler": "simple"}):
             caplog.clear()
             ksample(clean, model, "euler_dode", **kwargs)
-            assert "no λ for this model" in caplog.text, kwargs
+            assert "(λ = 0): no λ for" in caplog.text, kwargs
         caplog.clear()
         ksample(clean, make_model(clean, seed=1), "euler_dode", steps=5, denoise=0.5)  # other weights
-        assert "no λ for this model" in caplog.text
+        assert "(λ = 0): no λ for" in caplog.text
 
 
 # --- Distill λ: bad input, progress, interruption --------------------------------------------------------------------
@@ -382,7 +420,9 @@ def test_dode_sampler_node_explicit_lambdas(clean):
         run(explicit, m=make_model(clean, seed=2))
     loose = node.execute("euler", "(λ store lookup)", False, lambdas=lambdas).args[0]
     assert not torch.equal(run(loose, cfg=5.0), run(clean.samplers.ksampler("euler"), cfg=5.0))
-    run(loose, m=make_model(clean, seed=2))
+    other = make_model(clean, seed=2)  # not strict: another model's run still gets these λ
+    assert torch.equal(run(loose, m=other), run(explicit_loose_on(clean, lambdas), m=other))
+    assert not torch.equal(run(loose, m=other), run(clean.samplers.ksampler("euler"), m=other))
     with pytest.raises(LambdaNotFound, match="sampler euler"):
         run(node.execute("heun", "(λ store lookup)", True, lambdas=lambdas).args[0])
     # no λ set and store lookup: behaves like heun_dode by name (stock on a miss)
@@ -449,7 +489,7 @@ def test_attached_lambdas_and_identity_mode(clean, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="dode"):
         ksample(clean, attached, "euler_dode", steps=5)  # does not fit: a warning, then the store, then stock
-    assert "the λ set attached to the model does not fit" in caplog.text and "no λ for this model" in caplog.text
+    assert "the λ set attached to the model does not fit" in caplog.text and "(λ = 0): no λ for" in caplog.text
 
     lora = model.clone()
     lora.add_patches({"diffusion_model.proj.weight": ("diff", (torch.full((4, 4, 1, 1), 0.01),))}, 0.8)
@@ -525,3 +565,295 @@ def test_flow_models_pass_comfyui_offset_first_sigma(clean):
     # euler ignores it; the by-name sampler runs on a flow model and matches stock without λ
     assert torch.equal(ksample(clean, flow, "euler_dode", scheduler="simple"),
                        ksample(clean, flow, "euler", scheduler="simple"))
+
+
+def explicit_loose_on(cx, lambdas):
+    """The SAMPLER Distill λ would return for ``lambdas`` with strict off."""
+    return cx.samplers.KSAMPLER(cx.sampling.make_sampler_function("euler"),
+                                extra_options={"dode_lambdas": lambdas, "dode_strict": False})
+
+
+def custom(cx, model, sampler, sigmas, seed=1, cfg=3.0, batch=1):
+    lat = latent(batch)["samples"]
+    noise = cx.sample.prepare_noise(lat, seed)
+    return cx.sample.sample_custom(model, noise, cfg, sampler, sigmas, cond(0.5), cond(-0.5), lat, seed=seed)
+
+
+def core_sampler(cx, name, lambdas=None, flow=False):
+    """A SAMPLER that runs the dode core directly (what the adapter must reproduce)."""
+    import dode
+
+    def fn(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        return dode.sample(model, x, sigmas, name, lambdas=lambdas, extra_args=extra_args, callback=callback,
+                           disable=disable, flow=flow)
+
+    return cx.samplers.KSAMPLER(fn)
+
+
+def told(cx, part):
+    """The dode.status texts sent to the browser that contain ``part``."""
+    return [data["text"] for event, data, sid in cx.ui.messages if event == "dode.status" and part in data["text"]]
+
+
+# --- *_dode without λ is the host's stock sampler; flow= reaches the solvers with λ ----------------------------------
+
+HOST = {"euler": ("euler", {}), "heun": ("heun", {}), "dpmpp_2m": ("dpmpp_2m", {}),
+        "dpmpp_2s": ("dpmpp_2s_ancestral", {"eta": 0.0}), "dpmpp_3m": ("dpmpp_3m_sde", {"eta": 0.0}),
+        "ipndm": ("ipndm", {}), "deis": ("deis", {})}
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_every_dode_name_without_lambdas_is_the_hosts_stock_sampler(clean, flow):
+    from dode import SAMPLER_NAMES
+    model = make_model(clean, flow=flow)
+    sigmas = clean.v3.compute_sigmas(model, "euler", "simple" if flow else "karras", 6, 1.0)
+    assert sorted(HOST) == sorted(SAMPLER_NAMES)
+    for name in SAMPLER_NAMES:
+        host, options = HOST[name]
+        stock = custom(clean, model, clean.samplers.ksampler(host, options), sigmas)
+        by_name = custom(clean, model, clean.samplers.ksampler(f"{name}_dode"), sigmas)
+        assert torch.equal(by_name, stock), name
+    # the host's DEIS is not the core's in the last bits, so the match above is the host's code, not the core's
+    deis_core = custom(clean, model, core_sampler(clean, "deis"), sigmas)
+    assert not torch.equal(deis_core, custom(clean, model, clean.samplers.ksampler("deis"), sigmas))
+    assert torch.allclose(deis_core, custom(clean, model, clean.samplers.ksampler("deis"), sigmas), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2s", "dpmpp_3m"])
+def test_lambda_runs_pass_comfyui_flow_option(clean, name):
+    """On a rectified-flow model the D-ODE DPM++ 2S/3M with λ get ComfyUI's offset first σ (flow=), as the host's
+    stock samplers use it; without it they would be another sampler."""
+    from dode import LambdaEntry, nfe
+    model = make_model(clean, flow=True)
+    sigmas = clean.v3.compute_sigmas(model, "euler", "simple", 6, 1.0)
+    offset = clean.sampling.flow_option(model.model.model_sampling)
+    lambdas = [0.25] * nfe(name, sigmas)
+    entry = LambdaEntry(sampler=name, sigmas=sigmas, lambdas=lambdas, model="elsewhere", cfg=3.0)
+    node = clean.v3.DODESampler.execute(name, "(λ store lookup)", False,
+                                        lambdas=clean.sampling.LambdaSet((entry,))).args[0]
+    with_lambda = custom(clean, model, node, sigmas)
+    assert torch.equal(with_lambda, custom(clean, model, core_sampler(clean, name, lambdas, flow=offset), sigmas))
+    assert not torch.allclose(with_lambda, custom(clean, model, core_sampler(clean, name, lambdas), sigmas),
+                              atol=1e-4)
+
+
+# --- the dode scheduler ----------------------------------------------------------------------------------------------
+
+def test_dode_scheduler_registration_in_place_and_idempotent(cx):
+    cs = cx.samplers
+    assert cs.KSampler.SCHEDULERS is cs.SCHEDULER_NAMES and cs.SCHEDULER_NAMES.count("dode") == 1
+    assert cs.SCHEDULER_HANDLERS["dode"].handler is cx.schedule.dode_scheduler
+    assert cs.SCHEDULER_HANDLERS["dode"].use_ms
+    before = (list(cs.SCHEDULER_NAMES), dict(cs.SCHEDULER_HANDLERS))
+    assert cx.schedule.register_scheduler() == "dode"
+    cx.nodes.setup()
+    assert (list(cs.SCHEDULER_NAMES), dict(cs.SCHEDULER_HANDLERS)) == before
+    assert cx.nodes.REGISTERED_SCHEDULERS == ["dode"]
+    ours = cs.SCHEDULER_HANDLERS["dode"]
+    cs.SCHEDULER_HANDLERS["dode"] = cs.SchedulerHandler(lambda ms, steps: None)  # another pack's "dode"
+    try:
+        assert cx.schedule.register_scheduler() is None
+    finally:
+        cs.SCHEDULER_HANDLERS["dode"] = ours
+
+
+def fitted_entry(cx, model, sampler="euler", steps=6, cfg=3.0, lam=0.3):
+    """A fitted-schedule entry for ``model`` (as Distill λ with fit_schedule writes), its grid inside the model's."""
+    from dode import LambdaEntry, nfe
+    stock = cx.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).double()
+    grid = stock.clone()
+    grid[1:-1] = stock[1:-1] * 0.8  # another interior: a grid no stock scheduler gives
+    key = cx.sampling.model_identity(model).key
+    return LambdaEntry(sampler=sampler, sigmas=grid, lambdas=[lam] * nfe(sampler, grid), model=key, cfg=cfg,
+                       schedule="fitted", objective="final")
+
+
+def basic_scheduler(model, steps):
+    """What BasicScheduler does: the model it was given, the scheduler by name."""
+    import comfy.samplers
+    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "dode", steps)
+
+
+def test_dode_scheduler_without_a_fit_is_simple_bit_for_bit_and_says_so_once(clean):
+    model = make_model(clean)
+    for sampler in ("euler_dode", "euler"):
+        for _ in range(2):
+            assert torch.equal(ksample(clean, model, sampler, scheduler="dode"),
+                               ksample(clean, model, sampler, scheduler="simple"))
+    misses = told(clean, "dode scheduler: no fitted schedule for model, euler_dode, 6 steps, cfg 3")
+    assert len(misses) == 1 and "using the stock 'simple' scheduler" in misses[0]
+
+
+def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
+    from dode import LambdaEntry
+    model = make_model(clean)
+    entry = fitted_entry(clean, model)
+    clean.store.store().add(clean.lambda_dir / "fits.safetensors", entry)
+    grid = entry.sigmas.float()
+    with_lambda = custom(clean, model, clean.v3.DODESampler.execute(
+        "euler", "(λ store lookup)", True, lambdas=clean.sampling.LambdaSet((entry,))).args[0], grid)
+    # a *_dode sampler: the fitted grid and its λ
+    assert torch.equal(ksample(clean, model, "euler_dode", scheduler="dode"), with_lambda)
+    assert told(clean, "dode scheduler: fitted σ grid from fits.safetensors (euler, 6 steps, cfg 3)")
+    assert told(clean, "euler_dode: λ from fits.safetensors (fitted schedule)")
+    # a plain sampler: the fitted grid alone
+    assert torch.equal(ksample(clean, model, "euler", scheduler="dode"),
+                       custom(clean, model, clean.samplers.ksampler("euler"), grid))
+    assert not torch.equal(ksample(clean, model, "euler", scheduler="dode"),
+                           ksample(clean, model, "euler", scheduler="simple"))
+    # another cfg: the stock grid, and the nearest entry says what differs
+    assert torch.equal(ksample(clean, model, "euler", scheduler="dode", cfg=4.0),
+                       ksample(clean, model, "euler", scheduler="simple", cfg=4.0))
+    (miss,) = told(clean, "no fitted schedule for model, euler, 6 steps, cfg 4")
+    assert "which differs in cfg 3.0, not 4.0" in miss
+    # BasicScheduler knows the model only: the fitted grid for it, whatever the sampler and cfg
+    assert torch.equal(basic_scheduler(model, 6), grid)
+    assert torch.equal(basic_scheduler(model, 5), clean.samplers.calculate_sigmas(
+        model.get_model_object("model_sampling"), "simple", 5))
+    assert torch.equal(basic_scheduler(make_model(clean, seed=4), 6), clean.samplers.calculate_sigmas(
+        model.get_model_object("model_sampling"), "simple", 6))  # another model: no fit
+
+
+def test_distill_fit_schedule_outputs_sigmas_and_a_model_the_dode_scheduler_serves(clean):
+    model = make_model(clean)
+    sampler, lambdas, _, report, _, sigmas, fitted_model = distill(clean, model, objective="final",
+                                                                   fit_schedule=True, scale=4, outputs=7)
+    (entry,) = lambdas.entries
+    assert entry.schedule == "fitted" and entry.objective == "final" and torch.equal(sigmas, entry.sigmas.float())
+    stock = clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0)
+    assert sigmas[0] == stock[0] and sigmas[-1] == 0 and not torch.allclose(sigmas, stock)
+    assert "σ: " in report and "fitted schedule" in report
+    (saved,) = clean.lambda_dir.glob("*.safetensors")
+    from dode import load_lambdas
+    assert load_lambdas(saved)[0].schedule == "fitted"
+    expected = custom(clean, model, sampler, sigmas, seed=5)
+    # KSampler fed by the MODEL output, on the dode scheduler (karras was the start; the dode scheduler's first σ is
+    # simple's, the same σ_max)
+    assert torch.equal(ksample(clean, fitted_model, "euler_dode", seed=5, scheduler="dode"), expected)
+    assert told(clean, "euler_dode: λ from Distill λ (euler, 6 steps) (fitted schedule)")
+    # and the model from the checkpoint finds the same fit in the store
+    assert torch.equal(ksample(clean, model, "euler_dode", seed=5, scheduler="dode"), expected)
+
+
+def test_model_output_carries_the_fit_and_keeps_the_model_options(clean):
+    model = make_model(clean)
+    strict = with_options(clean, model, on_missing="error")
+    sampler, lambdas, *_, fitted_model = distill(clean, strict, save=False, outputs=7)
+    options = fitted_model.model_options["dode"]
+    assert options.on_missing == "error" and options.lambdas is lambdas and "dode" in strict.model_options
+    assert strict.model_options["dode"].lambdas is None  # a clone: the input model is unchanged
+    sigmas6 = clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0)
+    assert torch.equal(ksample(clean, fitted_model, "euler_dode"), custom(clean, model, sampler, sigmas6))
+    with pytest.raises(RuntimeError, match="no λ for"):  # the store has nothing (save off), and on_missing is kept
+        ksample(clean, fitted_model, "euler_dode", steps=5)
+
+
+# --- feedback in the browser, skipped files, nearest entries, names ------------------------------------------------
+
+def test_runs_tell_the_browser_what_they_did(clean):
+    model = make_model(clean)
+    clean.ui.client_id = "tab-1"
+    ksample(clean, model, "euler_dode")
+    ((event, data, sid),) = clean.ui.messages
+    assert (event, sid, data["level"]) == ("dode.status", "tab-1", "info")
+    assert data["text"].startswith("euler_dode: stock euler (λ = 0): no λ for model, 6 steps, σ 14.61→0, cfg 3")
+    out = clean.v3.DistillLambdas.execute(model, cond(0.5), cond(-0.5), latent(2), 1, 3.0, "euler", "karras", 6, 1.0,
+                                          "heun", 3, True, objective="greedy")
+    assert out.ui == {"text": [out.args[3]]} and out.args[3].startswith("D-ODE euler: euler, 6 steps")
+    assert told(clean, "Distill λ: euler, 6 steps") and told(clean, "saved to model-")
+    ksample(clean, model, "euler_dode")
+    assert told(clean, "euler_dode: λ from model-")
+
+
+def test_skipped_files_and_the_nearest_entry_are_named(clean):
+    model = make_model(clean)
+    distill(clean, model)
+    (clean.lambda_dir / "broken.safetensors").write_bytes(b"\x00" * 20)
+    for _ in range(2):
+        assert torch.equal(ksample(clean, model, "euler_dode", cfg=4.0), ksample(clean, model, "euler", cfg=4.0))
+    assert len(told(clean, "skipped the λ file broken.safetensors")) == 1  # once per file and reason
+    miss = told(clean, "euler_dode: stock euler (λ = 0): no λ for model, 6 steps, σ 14.61→0, cfg 4")[0]
+    assert "nearest entry: euler, 6 steps" in miss and "which differs in cfg 3, not 4" in miss
+    assert "skipped unreadable λ files: broken.safetensors (" in miss
+
+
+def test_lambda_files_are_named_after_the_loaded_model_file(clean):
+    """v0.3.x records no file in the MODEL: the running prompt's UNETLoader / checkpoint loader names it."""
+    prompt = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sd3/my_unet.safetensors"}},
+              "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": "x.safetensors"}},
+              "5": {"class_type": "DODEDistillLambdas", "inputs": {"model": ["2", 0]}}}
+    clean.ui.prompt_queue.currently_running = {0: (0, "p1", prompt, {}, ["5"])}
+    clean.ui.last_node_id = "5"
+    assert clean.sampling.loader_file_name() == "my_unet"
+    assert clean.sampling.loader_file_name(prompt, "1") == "my_unet"
+    assert clean.sampling.loader_file_name({"5": {"inputs": {"model": ["9", 0]}}}, "5") is None
+    distill(clean, make_model(clean))
+    (path,) = clean.lambda_dir.glob("*.safetensors")
+    assert path.name.startswith("my_unet-") and path.name.endswith("-euler.safetensors")
+    from dode import load_lambdas
+    assert load_lambdas(path)[0].metrics["model_name"] == "my_unet"
+
+
+def test_auto_distill_that_cannot_save_keeps_the_fit(clean):
+    """A broken file where the fit is to be saved: the paid-for fit is used, kept in memory and not redone."""
+    model = make_model(clean)
+    auto = with_options(clean, model, on_missing="auto_distill")
+    target = clean.store.default_file(clean.sampling.model_identity(model), "euler")
+    with open(target, "wb") as f:
+        f.write(b"garbage, not a lambda file")
+    first = ksample(clean, auto, "euler_dode", batch=2)
+    assert not torch.equal(first, ksample(clean, model, "euler", batch=2))
+    (warning,) = told(clean, "λ fitted but not saved")
+    assert "keeps it in memory" in warning
+    second = ksample(clean, auto, "euler_dode", batch=2)
+    assert torch.equal(first, second) and len(told(clean, "auto-distilling")) == 1
+    assert told(clean, "euler_dode: λ from an unsaved fit of this process")
+
+
+def test_dual_cfg_guider_is_refused_clearly(clean):
+    """λ is keyed by one CFG scale; Guider_DualCFG has two (its .cfg stays 1), so no λ is looked up or fitted."""
+    model = make_model(clean)
+    _, lambdas, *_ = distill(clean, model)
+
+    class DualGuider(clean.samplers.CFGGuider):
+        cfg1, cfg2 = 3.0, 2.0
+
+    def run(sampler):
+        guider = DualGuider(model)
+        guider.set_conds(cond(0.5), cond(-0.5))
+        guider.set_cfg(1.0)
+        lat = latent(1)["samples"]
+        return guider.sample(clean.sample.prepare_noise(lat, 1), lat, sampler,
+                             clean.v3.compute_sigmas(model, "euler", "karras", 6, 1.0))
+
+    assert torch.equal(run(clean.samplers.ksampler("euler_dode")), run(clean.samplers.ksampler("euler")))
+    assert told(clean, "DualGuider has two CFG scales (cfg1 3, cfg2 2)")
+    with pytest.raises(RuntimeError, match="two CFG scales"):
+        run(clean.v3.DODESampler.execute("euler", "(λ store lookup)", True, lambdas=lambdas).args[0])
+
+
+def test_first_call_on_a_7gb_checkpoint_does_not_wait_for_its_hash(clean, tmp_path):
+    """The AutoV2 of a bare checkpoint is hashed in the background: the fingerprint comes back at once without it,
+    an entry saved meanwhile gets the alias when the hash is done, and later fingerprints carry it."""
+    import time
+    from dode import load_lambdas
+    from dode.lambdas import autov2
+    big = tmp_path / "big_model.safetensors"
+    with open(big, "wb") as f:
+        f.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+        f.truncate(7 * 10**9)  # sparse: 7 GB to hash, no disk used
+    model = make_model(clean)
+    model.cached_patcher_init = (object, (str(big), {}))
+    start = time.perf_counter()
+    first = clean.identity.fingerprint(model, hash_cache=str(tmp_path / "hashes.json"))
+    assert time.perf_counter() - start < 1.0
+    assert first.aliases == () and first.alias_pending is not None and not first.alias_pending.done()
+    path = clean.store.add(first, "euler", fitted_entry(clean, model))
+    assert load_lambdas(path)[0].aliases == []
+    alias = first.alias_pending.result(timeout=300)
+    deadline = time.time() + 30
+    while load_lambdas(path)[0].aliases != [alias] and time.time() < deadline:
+        time.sleep(0.05)
+    assert load_lambdas(path)[0].aliases == [alias] == [autov2(big)]
+    later = clean.identity.fingerprint(model, hash_cache=str(tmp_path / "hashes.json"))
+    assert later.aliases == (alias,) and later.alias_pending is None and later.key == first.key

@@ -5,10 +5,16 @@ Skipped unless ``COMFYUI_DIR`` points at a ComfyUI checkout. ``COMFYUI_PYTHON`` 
 test-only conditioning node, and a tiny random MMDiT (built with ComfyUI's own class) in
 ``models/diffusion_models``, starts ``main.py --cpu`` on a free port and checks:
 
-- ``/object_info`` lists the D-ODE nodes and ``<name>_dode`` in KSampler's / KSamplerSelect's ``sampler_name``;
+- ``/object_info`` lists the D-ODE nodes, ``<name>_dode`` in KSampler's / KSamplerSelect's ``sampler_name`` and
+  ``dode`` in KSampler's / KSamplerAdvanced's / BasicScheduler's ``scheduler``; the frontend extension is served;
 - Distill λ's λ chart (IMAGE output, last) saves through SaveImage; with previews on (latent2rgb), distilling sends
   latent previews and one progress bar over teacher, stock and student (watched on the websocket);
-- KSampler with ``<name>_dode`` and no λ gives the same latent as ``<name>`` (bit-identical);
+- KSampler with ``<name>_dode`` and no λ gives the same latent as ``<name>`` (bit-identical, DEIS included), and the
+  ``dode`` scheduler without a fit gives exactly the ``simple`` scheduler's result;
+- Distill λ with fit_schedule, then KSampler ``<name>_dode`` on the ``dode`` scheduler samples the fitted grid with
+  its λ (log, equal to SamplerCustom fed by Distill λ's SIGMAS and SAMPLER, different from stock); a KSampler fed by
+  Distill λ's MODEL re-runs with the new fit when the distillation changes, without a seed change;
+- the pack's ``dode.status`` messages reach the browser over the websocket, and Distill λ's report is a UI output;
 - the Distill λ graph writes a λ file, and a later KSampler ``euler_dode`` run picks it up and differs from stock;
 - D-ODE Sampler + SamplerCustom with the loaded λ file equals the KSampler ``euler_dode`` run;
 - D-ODE Model Options (on_missing = error / auto_distill) and interrupting a distillation (no partial file);
@@ -157,22 +163,24 @@ def base_graph(batch=1):
     }
 
 
-def ksampler(sampler, seed, prefix, model=("1", 0)):
+def ksampler(sampler, seed, prefix, model=("1", 0), scheduler=SCHEDULER):
     graph = base_graph()
     graph["5"] = {"class_type": "KSampler", "inputs": {
         "model": list(model), "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": sampler,
-        "scheduler": SCHEDULER, "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+        "scheduler": scheduler, "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
         "denoise": 1.0}}
     graph["9"] = {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": prefix}}
     return graph
 
 
-def distill(sampler, prefix, steps=STEPS, scale=4, batch=2):
+def distill(sampler, prefix, steps=STEPS, scale=4, batch=2, **new_inputs):
+    """A Distill λ graph; without ``new_inputs`` it is an API prompt of the node before objective/fit_schedule existed
+    (it must still validate and run)."""
     graph = base_graph(batch)
     graph["5"] = {"class_type": "DODEDistillLambdas", "inputs": {
         "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 11,
         "cfg": CFG, "sampler_name": sampler, "scheduler": SCHEDULER, "steps": steps, "denoise": 1.0,
-        "teacher": "heun", "scale": scale, "save": True}}
+        "teacher": "heun", "scale": scale, "save": True, **new_inputs}}
     graph["9"] = {"class_type": "SaveLatent", "inputs": {"samples": ["5", 2], "filename_prefix": prefix}}
     return graph
 
@@ -189,7 +197,7 @@ def test_pack_loads_without_import_failure(server):
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line or "Cannot import" in line]
     assert not [line for line in failed if "custom_nodes/dode" in line or "dode_e2e_cond" in line], failed
     names = ", ".join(f"{n}_dode" for n in solver_names())
-    assert f"[dode] D-ODE: samplers {names}, 5 nodes" in log
+    assert f"[dode] D-ODE: samplers {names}, 5 nodes (sampling/dode), scheduler dode" in log
 
 
 def test_object_info_lists_nodes_and_dropdown_names(server):
@@ -201,10 +209,20 @@ def test_object_info_lists_nodes_and_dropdown_names(server):
     for node in ("KSampler", "KSamplerAdvanced", "KSamplerSelect"):
         options = combo_options(info[node]["input"]["required"]["sampler_name"])
         assert all(n in options for n in names), (node, options[-8:])
+    for node, section in (("KSampler", "required"), ("KSamplerAdvanced", "required"), ("BasicScheduler", "required"),
+                          ("DODEDistillLambdas", "required")):
+        options = combo_options(info[node]["input"][section]["scheduler"])
+        assert options.count("dode") == 1, (node, options)
     distill_info = info["DODEDistillLambdas"]
-    assert "DODE_LAMBDAS" in distill_info["output"]
-    assert distill_info["output"][0] == "SAMPLER" and distill_info["output"][2] == "LATENT"
-    assert distill_info["output"][4] == "IMAGE" and len(distill_info["output"]) == 5  # the λ chart, last
+    # new outputs last (links are by index): the λ chart, the grid to sample with, the model with the fit attached
+    assert distill_info["output"] == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING", "IMAGE", "SIGMAS", "MODEL"]
+    assert {"objective", "fit_schedule", "sigmas"} <= set(distill_info["input"]["optional"])
+    assert distill_info["input"]["required"]["cfg"][1]["default"] == info["KSampler"]["input"]["required"]["cfg"][1][
+        "default"]
+    # the frontend extension (toasts, Distill λ's report) is served from the pack's WEB_DIRECTORY
+    assert "/extensions/dode/dode.js" in server.get("/extensions")
+    with urllib.request.urlopen(server.url + "/extensions/dode/dode.js", timeout=60) as r:
+        assert b'api.addEventListener("dode.status"' in r.read()
 
 
 def custom_sampler(sampler_node, seed, prefix):
@@ -224,12 +242,6 @@ def custom_sampler(sampler_node, seed, prefix):
 STOCK = {"dpmpp_2s": {"class_type": "SamplerDPMPP_2S_Ancestral", "inputs": {"eta": 0.0, "s_noise": 1.0}},
          "dpmpp_3m": {"class_type": "SamplerDPMPP_3M_SDE",
                       "inputs": {"eta": 0.0, "s_noise": 1.0, "noise_device": "cpu"}}}
-
-# Equal to ComfyUI's stock sampler only up to float rounding. DEIS: the core computes its coefficients in float64 and
-# sums the multistep terms in another order (documented in the core). DPM++ 3M on eps models: ComfyUI computes
-# α = σ_{i+1}·exp(−log σ_{i+1}) (≈ 1, not exactly 1) where the core uses 1 (measured: max |Δ| 1e-5 on values ~20).
-APPROX = {("deis", "flow"), ("deis", "eps"), ("dpmpp_3m", "eps")}
-
 
 def solver_names():
     from dode import SAMPLER_NAMES
@@ -260,11 +272,8 @@ def test_dode_without_lambdas_is_bit_identical_to_stock(server, name, kind):
         stock = server.latent(server.run(wrap(ksampler(name, 5, f"stock_{name}_{kind}"))))
     dode = server.latent(server.run(wrap(ksampler(f"{name}_dode", 5, f"dode0_{name}_{kind}"))))
     assert stock.shape == (1, 16, 8, 8)
-    if (name, kind) in APPROX:
-        assert torch.allclose(stock, dode, rtol=1e-5, atol=1e-5), f"{name}_dode without λ is not {name}"
-    else:
-        assert torch.equal(stock, dode), f"{name}_dode without λ differs from {name}: {(stock - dode).abs().max()}"
-    assert f"[dode] {name}_dode: no λ for this model" in server.log()
+    assert torch.equal(stock, dode), f"{name}_dode without λ differs from {name}: {(stock - dode).abs().max()}"
+    assert f"[dode] {name}_dode: stock {name} (λ = 0): no λ for" in server.log()
 
 
 def test_distill_writes_lambdas_and_ksampler_uses_them(server):
@@ -322,7 +331,7 @@ def test_distill_writes_lambdas_and_ksampler_uses_them(server):
 def test_distill_sends_previews_on_one_progress_bar(server, tmp_path):
     """Over the websocket (a client run with ComfyUI's Python, which has aiohttp): Distill λ's node gets one progress
     bar over teacher, stock and student, rising to its end, and latent previews (binary messages) while it runs."""
-    graph = distill("dpmpp_2m", "previews", steps=3, scale=2)
+    graph = distill("dpmpp_2m", "previews", steps=3, scale=2, objective="greedy")
     graph["5"]["inputs"].update(seed=31, save=False)
     prompt_file = tmp_path / "prompt.json"
     prompt_file.write_text(json.dumps(graph))
@@ -338,6 +347,102 @@ def test_distill_sends_previews_on_one_progress_bar(server, tmp_path):
     assert [v for v, _ in bar] == sorted(v for v, _ in bar) and bar[-1][0] == teacher + stock + student
     assert seen["binary"], "no preview images were sent while distilling"
     assert "previews are off" not in server.log()
+
+
+def watch(server, graph, tmp_path, name="prompt.json"):
+    """Runs ``graph`` through ws_watch.py (ComfyUI's Python): what the websocket sent for it."""
+    prompt_file = tmp_path / name
+    prompt_file.write_text(json.dumps(graph))
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    done = subprocess.run([python, str(SUPPORT / "ws_watch.py"), server.url, str(prompt_file)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["error"] is None, seen["error"]
+    return seen
+
+
+def test_dode_scheduler_serves_the_fitted_schedule_else_simple(server):
+    from dode import load_lambdas
+    # no fit yet for dpmpp_2m: the dode scheduler is the simple scheduler, bit for bit, and says so
+    fallback = server.latent(server.run(ksampler("dpmpp_2m_dode", 41, "sched_fallback", scheduler="dode")))
+    simple = server.latent(server.run(ksampler("dpmpp_2m_dode", 41, "sched_simple", scheduler="simple")))
+    assert torch.equal(fallback, simple)
+    assert "dode scheduler: no fitted schedule for" in server.log() and "using the stock 'simple' scheduler" in \
+        server.log()
+
+    # Distill λ with fit_schedule, and in the same prompt SamplerCustom fed by its SIGMAS and SAMPLER
+    before = server.lambda_files()
+    graph = distill("dpmpp_2m", "fitted_teacher", scale=4, objective="final", fit_schedule=True)
+    graph["6"] = {"class_type": "SamplerCustom", "inputs": {
+        "model": ["1", 0], "add_noise": True, "noise_seed": 43, "cfg": CFG, "positive": ["2", 0],
+        "negative": ["3", 0], "sampler": ["5", 0], "sigmas": ["5", 5], "latent_image": ["7", 0]}}
+    graph["7"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    graph["10"] = {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "fitted_custom"}}
+    custom = server.latent(server.run(graph, timeout=900), node="10")
+    (path,) = [f for f in server.lambda_files() if f not in before]
+    fitted = [e for e in load_lambdas(path) if e.schedule == "fitted"]
+    assert len(fitted) == 1 and fitted[0].objective == "final" and fitted[0].steps == STEPS and fitted[0].cfg == CFG
+    assert fitted[0].sigmas[-1] == 0 and fitted[0].sigmas[0] == pytest.approx(1.0, rel=1e-5)  # flow: σ_max = 1
+
+    # the stock KSampler, dpmpp_2m_dode on the dode scheduler: the fitted grid with its λ (= SamplerCustom above)
+    log_before = len(server.log())
+    dode = server.latent(server.run(ksampler("dpmpp_2m_dode", 43, "sched_fitted", scheduler="dode")))
+    log = server.log()[log_before:]
+    assert "dode scheduler: fitted σ grid from" in log and "dpmpp_2m_dode: λ from" in log
+    assert "(fitted schedule)" in log
+    assert torch.equal(dode, custom)
+    stock = server.latent(server.run(ksampler("dpmpp_2m", 43, "sched_stock", scheduler="simple")))
+    assert (dode - stock).abs().max() > 1e-4
+    # a plain sampler on the dode scheduler gets the fitted grid (no λ): neither stock nor the D-ODE result
+    plain = server.latent(server.run(ksampler("dpmpp_2m", 43, "sched_plain", scheduler="dode")))
+    assert not torch.equal(plain, stock) and not torch.equal(plain, dode)
+
+
+def test_model_output_reruns_after_a_new_distill(server):
+    """KSampler fed by Distill λ's MODEL: the fit travels in model_options, so a new distillation re-runs the
+    KSampler (same seed, unchanged KSampler) with the new λ instead of returning a cached latent."""
+    def graph(distill_seed):
+        g = distill("ipndm", "model_path_teacher", scale=2, objective="greedy")
+        g["5"]["inputs"].update(seed=distill_seed, save=False)
+        g["6"] = {"class_type": "KSampler", "inputs": {
+            "model": ["5", 6], "seed": 7, "steps": STEPS, "cfg": CFG, "sampler_name": "ipndm_dode",
+            "scheduler": SCHEDULER, "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["7", 0],
+            "denoise": 1.0}}
+        g["7"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+        g["10"] = {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "model_path"}}
+        return g
+
+    first = server.latent(server.run(graph(11)), node="10")
+    assert "ipndm_dode: λ from Distill λ (ipndm, 4 steps)" in server.log()
+    second = server.latent(server.run(graph(12)), node="10")
+    assert not torch.equal(first, second)
+    stock = server.latent(server.run(ksampler("ipndm", 7, "model_path_stock")))
+    assert not torch.equal(first, stock)
+
+
+def test_feedback_reaches_the_browser(server, tmp_path):
+    """The pack's dode.status messages arrive on the websocket: what a *_dode run did, the λ files it skipped;
+    Distill λ's report is a UI output of its node (shown on the node by web/dode.js)."""
+    folder = server.base / "models" / "dode_lambdas"
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = folder / "broken_download.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    try:
+        seen = watch(server, ksampler("heun_dode", 51, "ws_heun"), tmp_path)
+    finally:
+        bad.unlink()
+    texts = [m["text"] for m in seen["dode"]]
+    assert any(t.startswith("heun_dode: stock heun (λ = 0): no λ for") for t in texts), texts
+    assert any("skipped the λ file broken_download.safetensors" in t for t in texts), texts
+    assert "broken_download.safetensors" in server.log()
+
+    graph = distill("euler", "ws_distill", steps=2, scale=2, objective="greedy")
+    graph["5"]["inputs"].update(seed=53, save=False)
+    seen = watch(server, graph, tmp_path, "distill.json")
+    (report,) = seen["executed"]["5"]["text"]
+    assert report.startswith("D-ODE euler: euler, 2 steps") and "λ:" in report and "σ:" in report
+    assert any(m["text"].startswith("Distill λ: euler, 2 steps") for m in seen["dode"]), seen["dode"]
 
 
 def test_model_options_error_and_auto_distill(server):
@@ -377,6 +482,7 @@ def test_interrupted_distill_leaves_no_file(server):
 
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+MISSING = object()
 
 
 def workflow_to_prompt(workflow, object_info):
@@ -394,8 +500,13 @@ def workflow_to_prompt(workflow, object_info):
                 kind = "COMBO" if isinstance(spec[0], list) else spec[0]
                 if name in linked or kind not in WIDGET_TYPES:
                     continue
-                inputs[name] = next(values)
                 opts = spec[1] if len(spec) > 1 else {}
+                value = next(values, MISSING)
+                if value is MISSING:  # a workflow saved before this input existed: the frontend keeps the default
+                    assert section == "optional" and "default" in opts, f"{node['type']}: no value for {name}"
+                    inputs[name] = opts["default"]
+                    continue
+                inputs[name] = value
                 if kind == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")):
                     next(values)  # the frontend's "control after generate" widget
         assert next(values, None) is None, f"{node['type']}: more widget values than widgets"

@@ -1,7 +1,8 @@
 """Queues one prompt on a running ComfyUI and reports what its websocket sent for it, as JSON on stdout.
 
 Run with ComfyUI's Python (it has aiohttp): ``python ws_watch.py URL PROMPT_JSON_FILE``. Prints
-``{"prompt_id", "progress": [[node, value, max], ...], "binary": [event type, ...], "error": ...}``."""
+``{"prompt_id", "progress": [[node, value, max], ...], "binary": [event type, ...], "dode": [{"text", "level",
+"node"}, ...], "executed": {node: ui output}, "error": ...}`` (``dode``: the pack's ``dode.status`` messages)."""
 import asyncio
 import json
 import struct
@@ -14,7 +15,7 @@ import aiohttp
 async def main(url, prompt_file):
     client_id = f"dode-ws-{uuid.uuid4().hex[:8]}"
     prompt = json.loads(open(prompt_file).read())
-    progress, binary, error = [], [], None
+    progress, binary, dode, executed, error = [], [], [], {}, None
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{url}/ws?clientId={client_id}") as ws:
             async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
@@ -30,7 +31,11 @@ async def main(url, prompt_file):
                 data = event.get("data", {})
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
-                if event["type"] == "progress":
+                if event["type"] == "dode.status":
+                    dode.append(data)
+                elif event["type"] == "executed":
+                    executed[data.get("node")] = data.get("output")
+                elif event["type"] == "progress":
                     progress.append([data.get("node"), data["value"], data["max"]])
                 elif event["type"] == "execution_error":
                     error = data.get("exception_message")
@@ -39,7 +44,8 @@ async def main(url, prompt_file):
                     break
                 elif event["type"] == "execution_success":
                     break
-    print(json.dumps({"prompt_id": prompt_id, "progress": progress, "binary": binary, "error": error}))
+    print(json.dumps({"prompt_id": prompt_id, "progress": progress, "binary": binary, "dode": dode,
+                      "executed": executed, "error": error}))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Stub of comfy.samplers: the sampler-name lists, name resolution, KSAMPLER, CFGGuider and the σ schedulers."""
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
 from . import model_management
 from .k_diffusion import sampling as k_diffusion_sampling
 
-KSAMPLER_NAMES = ["euler", "euler_ancestral", "heun", "dpmpp_2m"]  # (abridged; only euler is implemented)
+KSAMPLER_NAMES = ["euler", "heun", "dpmpp_2s_ancestral", "dpmpp_2m", "dpmpp_3m_sde", "ipndm", "deis"]  # (abridged)
 SAMPLER_NAMES = KSAMPLER_NAMES + ["ddim", "uni_pc", "uni_pc_bh2"]  # a separate list, as in ComfyUI
 
 
@@ -23,15 +24,24 @@ def karras_scheduler(n, sigma_min, sigma_max, rho=7.0):
     return torch.cat([sigmas, sigmas.new_zeros([1])]).float()
 
 
-SCHEDULER_NAMES = ["simple", "karras"]
+class SchedulerHandler(NamedTuple):
+    handler: Callable
+    use_ms: bool = True  # handler(model_sampling, steps), else handler(n=, sigma_min=, sigma_max=)
+
+
+SCHEDULER_HANDLERS = {"simple": SchedulerHandler(simple_scheduler),
+                      "karras": SchedulerHandler(karras_scheduler, use_ms=False)}
+SCHEDULER_NAMES = list(SCHEDULER_HANDLERS)  # a separate list object (KSampler.SCHEDULERS is this one)
 
 
 def calculate_sigmas(model_sampling, scheduler_name, steps):
-    if scheduler_name == "karras":
-        return karras_scheduler(steps, float(model_sampling.sigma_min), float(model_sampling.sigma_max))
-    if scheduler_name == "simple":
-        return simple_scheduler(model_sampling, steps)
-    raise ValueError(f"invalid scheduler {scheduler_name}")
+    handler = SCHEDULER_HANDLERS.get(scheduler_name)
+    if handler is None:
+        raise ValueError(f"invalid scheduler {scheduler_name}")
+    if handler.use_ms:
+        return handler.handler(model_sampling, steps)
+    return handler.handler(n=steps, sigma_min=float(model_sampling.sigma_min),
+                           sigma_max=float(model_sampling.sigma_max))
 
 
 class KSamplerX0Inpaint:
