@@ -1,4 +1,5 @@
-"""A1111 / Forge / reForge entry point: registers the D-ODE samplers and the "D-ODE" settings section.
+"""A1111 / Forge / reForge entry point: registers the D-ODE samplers, the schedule type "D-ODE fitted" and the
+"D-ODE" settings section.
 
 The WebUI imports ``scripts/*.py`` as standalone modules, not as part of a package, and the extension folder may
 have any name (``sd-webui-dode``, ``dode-main``, ...), so ``import dode`` is not available. This file therefore makes
@@ -9,7 +10,9 @@ a ``dode`` installed with pip cannot shadow or be shadowed by the extension's co
 ``lambdas/``) is shared unchanged through relative imports.
 
 Registration happens at import, before the WebUI builds its UI and API, and is guarded, so "Reload UI" (which
-re-imports this file but not ``modules.sd_samplers``) adds nothing twice.
+re-imports this file but not ``modules.sd_samplers``) adds nothing twice. The always-on script ``DodeSchedule`` (no
+controls) hands each generation to the adapter just before it samples: a schedule function gets only the step count
+and σ range, and "D-ODE fitted" also needs the generation's sampler, checkpoint and CFG scale.
 """
 import importlib
 import importlib.machinery
@@ -39,11 +42,28 @@ def load_package(name=PACKAGE, root=ROOT):
 load_package()
 adapter = importlib.import_module(PACKAGE + ".webui")
 registered = adapter.register()
+scheduler_added = adapter.register_scheduler()
 adapter.hide_sidecars()
 
 try:
-    from modules import script_callbacks
+    from modules import script_callbacks, scripts
 except ImportError:  # not inside a WebUI
-    script_callbacks = None
+    script_callbacks = scripts = None
 if script_callbacks is not None:
     script_callbacks.on_ui_settings(adapter.on_ui_settings)
+
+if scripts is not None:
+    class DodeSchedule(scripts.Script):
+        """Always on, no controls: records each generation for the schedule type "D-ODE fitted"."""
+
+        def title(self):
+            return "D-ODE"
+
+        def show(self, is_img2img):
+            return scripts.AlwaysVisible
+
+        def ui(self, is_img2img):
+            return []
+
+        def process_before_every_sampling(self, p, *args, **kwargs):
+            adapter.remember(p)

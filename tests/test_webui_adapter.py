@@ -87,7 +87,8 @@ def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0):
 
 
 def make_p(**kw):
-    return SimpleNamespace(**{"extra_generation_params": {}, "is_hr_pass": False, "cfg_scale": 7.0, **kw})
+    return SimpleNamespace(**{"extra_generation_params": {}, "is_hr_pass": False, "cfg_scale": 7.0,
+                              "scheduler": "Automatic", **kw})
 
 
 def args(cfg=7.0):
@@ -99,6 +100,32 @@ def run(w, label, p, sigmas, seed=1, **model_kw):
     x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(seed)) * sigmas[0]
     fn = w.sd_samplers.create_sampler(label, None).func
     return fn(model, x, sigmas, extra_args=args(p.cfg_scale), disable=True), model, x
+
+
+def generate(w, label, p, steps, seed=1):
+    """What the WebUI does for one txt2img pass: create the sampler, run the scripts' process_before_every_sampling,
+    build the σ grid with the sampler's get_sigmas (the schedule type), then sample (stock samplers: no sampling)."""
+    p.sampler = w.sd_samplers.create_sampler(label, None)
+    w.script.DodeSchedule().process_before_every_sampling(p, x=None, noise=None, c=None, uc=None)
+    sigmas = p.sampler.get_sigmas(p, steps)
+    if p.sampler.func is None:
+        return None, sigmas, None
+    model = Gaussian(p)
+    x = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(seed)) * sigmas[0]
+    return p.sampler.func(model, x, sigmas, extra_args=args(p.cfg_scale), disable=True), sigmas, x
+
+
+def stub_karras(steps):
+    """The stub WebUI's own "Karras" grid for its SD1.5-like σ range."""
+    return karras(steps, sigma_min=torch.tensor(0.0292).item(), sigma_max=torch.tensor(14.6146).item())
+
+
+def save_fitted(w, path, sampler, sigmas, model, cfg=7.0, value=0.2):
+    n = w.core.nfe(sampler, sigmas)
+    entry = w.lambdas.LambdaEntry(sampler=sampler, sigmas=sigmas, lambdas=torch.full([n], value), model=model, cfg=cfg,
+                                  schedule="fitted", objective="final")
+    w.lambdas.save_lambdas(path, [entry])
+    return entry
 
 
 def save_entry(w, path, sampler, sigmas, model, cfg=7.0, value=0.1):
@@ -146,6 +173,24 @@ def test_a_label_ending_in_a_schedule_type_is_refused(webui, monkeypatch, caplog
     assert "Euler DDIM" not in sd.all_samplers_map and "schedule type" in caplog.text
 
 
+def test_fitted_schedule_type_is_registered(webui):
+    from modules import sd_schedulers
+    scheduler = sd_schedulers.schedulers_map["D-ODE fitted"]
+    assert sd_schedulers.schedulers_map["dode_fitted"] is scheduler and scheduler in sd_schedulers.schedulers
+    assert scheduler.need_inner_model and scheduler.function is webui.adapter.fitted_schedule
+    # the XYZ plot's "Schedule type" axis offers the labels of sd_schedulers.schedulers and sets p.scheduler, which
+    # get_sampler_and_scheduler (run on every generation) keeps only if it knows the label
+    assert "D-ODE fitted" in [s.label for s in sd_schedulers.schedulers]
+    for sampler in ["Euler", "DPM++ 2M", *webui.adapter.labels()]:
+        assert webui.sd_samplers.get_sampler_and_scheduler(sampler, "D-ODE fitted") == (sampler, "D-ODE fitted")
+    assert not any(label.endswith(" D-ODE fitted") or label.endswith(" dode_fitted") for label in
+                   webui.sd_samplers.all_samplers_map)
+    cached = webui.sd_samplers.get_sampler_and_scheduler("Euler", "Karras")
+    assert webui.adapter.register_scheduler() is False  # Reload UI: nothing twice
+    assert [s.label for s in sd_schedulers.schedulers].count("D-ODE fitted") == 1
+    assert webui.sd_samplers.get_sampler_and_scheduler("Euler", "Karras") == cached
+
+
 def test_reload_ui_registers_nothing_twice(webui):
     sd, cb = webui.sd_samplers, webui.callbacks
     before = len(sd.all_samplers)
@@ -168,17 +213,49 @@ def test_forge_add_sampler_is_used(webui, monkeypatch):
         sd.set_samplers()
     for label in list(webui.adapter.labels()):
         sd.all_samplers.remove(sd.all_samplers_map.pop(label))
+    sd.set_samplers()
+    assert sd.get_sampler_and_scheduler("Euler (D-ODE)", "Automatic")[0] == "DPM++ 2M"  # unknown: cached fallback
     monkeypatch.setattr(sd, "add_sampler", add_sampler, raising=False)
     assert webui.adapter.register() == calls == list(webui.adapter.labels())
     assert webui.adapter.register() == []
+    assert sd.get_sampler_and_scheduler("Euler (D-ODE)", "Automatic")[0] == "Euler (D-ODE)"  # the cache was cleared
+    assert sd.samplers_map["dode_heun"] == "Heun (D-ODE)"
+    sigmas = karras(5)
+    out, _, x = run(webui, "Heun (D-ODE)", make_p(), sigmas)
+    assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="heun", extra_args=args(), disable=True))
 
 
 def test_settings_section(webui):
     labels = webui.shared.opts.data_labels
-    for key, default in webui.adapter.OPTION_DEFAULTS.items():
-        assert labels[key].section == ("dode", "D-ODE") and labels[key].default == default
-        assert getattr(webui.shared.opts, key) == default
-    assert webui.shared.opts.dode_auto_distill is False
+    fit = sys.modules[PKG + ".lambdas.fit"]
+    assert set(webui.adapter.OPTION_DEFAULTS) <= set(labels)
+    assert all(labels[key].section == ("dode", "D-ODE") for key in webui.adapter.OPTION_DEFAULTS)
+    # the defaults are the core's, and each choice list is what the adapter accepts
+    assert (labels["dode_teacher"].default, labels["dode_scale"].default, labels["dode_objective"].default) == \
+        (fit.DEFAULT_TEACHER, fit.DEFAULT_SCALE, fit.DEFAULT_OBJECTIVE)
+    assert labels["dode_auto_distill"].default is False and labels["dode_distill_tails"].default is False
+    assert labels["dode_objective"].component_args["choices"] == list(fit.OBJECTIVES)
+    assert labels["dode_teacher"].component_args["choices"] == list(webui.core.SAMPLER_NAMES)
+    assert labels["dode_miss_policy"].component_args["choices"] == list(webui.adapter.MISS_POLICIES)
+    assert labels["dode_miss_policy"].default == "stock sampler, log once"
+
+
+def test_fit_settings_reach_the_fit(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_teacher, webui.shared.opts.dode_scale = "heun", 3
+    webui.shared.opts.dode_objective = "greedy"
+    p = make_p()
+    run(webui, "Euler (D-ODE)", p, karras(5))
+    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+    (entry,) = webui.lambdas.load_lambdas(path)
+    assert (entry.teacher, entry.scale, entry.objective, entry.schedule) == ("heun", 3, "greedy", "given")
+    assert p.extra_generation_params["D-ODE fit"].startswith("greedy, heun x3, rmse ")
+    webui.shared.opts.dode_objective = "final"
+    run(webui, "Euler (D-ODE)", make_p(), karras(6))
+    assert [e.objective for e in webui.lambdas.load_lambdas(path)] == ["greedy", "final"]
+    webui.shared.opts.dode_objective = "no such objective"  # a hand-edited config: the default, said once
+    run(webui, "Euler (D-ODE)", make_p(), karras(7))
+    assert webui.lambdas.load_lambdas(path)[-1].objective == sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
 
 
 def test_install_py_installs_only_what_is_missing():
@@ -244,14 +321,18 @@ def test_sidecar_next_to_the_checkpoint(webui):
     assert torch.equal(out, ref) and p.extra_generation_params["D-ODE λ"] == "toy.dode.safetensors#0"
 
 
-def test_bad_lambda_file_does_not_break_sampling(webui):
+def test_bad_lambda_file_does_not_break_sampling(webui, caplog):
     folder = webui.tmp / "models" / "D-ODE"
     folder.mkdir(parents=True)
     (folder / "broken.safetensors").write_bytes(b"garbage")
     webui.ckpt.with_name("toy.dode.safetensors").write_bytes(b"garbage")
+    sigmas = karras(5)
     p = make_p()
-    out, _, _ = run(webui, "Euler (D-ODE)", p, karras(5))
-    assert p.extra_generation_params["D-ODE λ"] == "none" and torch.isfinite(out).all()
+    with caplog.at_level(logging.WARNING, "dode.webui"):
+        out, _, x = run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "none"
+    assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True))
+    assert "broken.safetensors" in caplog.text and "toy.dode.safetensors" in caplog.text  # each skipped file named
 
 
 def test_no_hashing_hashes_the_file_once(webui, monkeypatch):
@@ -281,10 +362,13 @@ def test_auto_distill_on_first_use_then_reuse(webui):
     assert path.is_file()
     assert p1.extra_generation_params["D-ODE λ"] == f"{path.name}#0"
     teacher_name = webui.lambdas.DEFAULT_TEACHER
-    assert p1.extra_generation_params["D-ODE fit"].startswith(f"{teacher_name} x4, rmse")
+    objective = sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
+    assert p1.extra_generation_params["D-ODE fit"].startswith(f"{objective}, {teacher_name} x4, rmse")
+    assert "D-ODE schedule" not in p1.extra_generation_params  # a Karras grid chosen by the user is kept
     assert model1.calls > 2 * (len(sigmas) - 1) and model1.step == len(sigmas) - 1  # teacher calls don't count
     (entry,) = webui.lambdas.load_lambdas(path)
     assert entry.model == webui.ident and entry.cfg == 7.0 and entry.teacher == teacher_name and entry.scale == 4
+    assert entry.objective == objective and entry.schedule == "given" and torch.equal(entry.sigmas, sigmas.double())
     p2 = make_p()
     out2, model2, _ = run(webui, "Euler (D-ODE)", p2, sigmas)
     assert model2.calls == len(sigmas) - 1 and "D-ODE fit" not in p2.extra_generation_params
@@ -354,30 +438,54 @@ def test_refiner_runs_stock(webui):
     sigmas = karras(6)
     save_entry(webui, webui.tmp / "models" / "D-ODE" / "x.safetensors", "euler", sigmas, model=webui.ident)
     p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=0.8)
-    run(webui, "Euler (D-ODE)", p, sigmas)
+    out, _, x = run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "none"
+    assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True))
+    p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=1.0)  # a refiner that never switches: λ applies
+    run(webui, "Euler (D-ODE)", p, sigmas)
+    assert p.extra_generation_params["D-ODE λ"] == "x.safetensors#0"
 
 
-def test_unusable_grid_for_distill_falls_back_to_stock(webui):
+def test_unusable_grid_for_distill_falls_back_to_stock(webui, caplog):
     webui.shared.opts.dode_auto_distill = True
+    sigmas = torch.tensor([14.6, 0.0])  # one step: nothing to fit
     p = make_p()
-    out, _, _ = run(webui, "Euler (D-ODE)", p, torch.tensor([14.6, 0.0]))  # one step: nothing to fit
-    assert p.extra_generation_params["D-ODE λ"] == "none" and torch.isfinite(out).all()
+    with caplog.at_level(logging.WARNING, "dode.webui"):
+        out, model, x = run(webui, "Euler (D-ODE)", p, sigmas)
+    stock = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True)
+    assert torch.equal(out, stock) and not torch.equal(out, x)
+    assert p.extra_generation_params["D-ODE λ"] == "none" and "D-ODE fit" not in p.extra_generation_params
+    assert "auto-distill failed" in caplog.text and model.calls == 1
 
 
 def test_flow_models_pass_flow_to_the_core(webui):
     labels = {name: label for label, name in webui.adapter.labels().items()}
-    name = next((n for n in ("dpmpp_3m", "dpmpp_2s") if n in labels), None)
-    if name is None:
-        pytest.skip("no flow-dependent sampler in this core")
-    sigmas = torch.linspace(1.0, 0.02, 7).tolist() + [0.0]
-    sigmas = torch.tensor(sigmas)
+    name = next(n for n in ("dpmpp_3m", "dpmpp_2s") if n in labels)
+    sigmas = torch.tensor(torch.linspace(1.0, 0.02, 7).tolist() + [0.0])
     p = make_p()
     out, model, x = run(webui, labels[name], p, sigmas, sigma_max=1.0)  # a Flux/SD3-like model: σ in (0, 1]
     assert webui.adapter.is_flow(model)
     ref = webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(), disable=True, flow=True)
     assert torch.equal(out, ref)
+    assert not torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(),
+                                                  disable=True))
     assert not webui.adapter.is_flow(Gaussian())
+
+
+def test_flow_models_auto_distill_in_flow_mode(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 2
+    webui.shared.opts.dode_objective = "greedy"
+    sigmas = torch.tensor(torch.linspace(1.0, 0.02, 5).tolist() + [0.0])
+    out, _, x = run(webui, "DPM++ 2S (D-ODE)", make_p(), sigmas, sigma_max=1.0)
+    fit = webui.lambdas.distill(Gaussian(sigma_max=1.0), x, sigmas, sampler="dpmpp_2s", teacher=webui.lambdas.DEFAULT_TEACHER,
+                                scale=2, extra_args=args(), disable=True, flow=True, objective="greedy",
+                                compare_stock=True)
+    not_flow = webui.lambdas.distill(Gaussian(sigma_max=1.0), x, sigmas, sampler="dpmpp_2s", scale=2,
+                                     extra_args=args(), disable=True, objective="greedy")
+    assert torch.equal(out, fit.samples) and not torch.allclose(out, not_flow.samples)
+    (entry,) = webui.lambdas.load_lambdas(webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors")
+    torch.testing.assert_close(entry.lambdas, fit.lambdas, rtol=0, atol=0)
 
 
 def test_sidecars_are_not_listed_as_checkpoints(webui):
@@ -422,3 +530,123 @@ def test_sidecar_refuses_fits_made_with_patches_or_extra_networks(webui):
     p = make_p()
     run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "none"
+
+
+# ---------------------------------------------------------------- the schedule type "D-ODE fitted"
+
+def test_fitted_schedule_gives_the_fitted_grid_and_its_lambda(webui):
+    fitted = torch.tensor([14.6146, 6.0, 2.2, 0.7, 0.1, 0.0])  # the first σ is the model's σ_max
+    other = torch.tensor([14.6146, 5.0, 2.0, 0.5, 0.06, 0.0])
+    folder = webui.tmp / "models" / "D-ODE"
+    entry = save_fitted(webui, folder / "fit.safetensors", "euler", fitted, model=webui.ident)
+    entry5 = save_fitted(webui, folder / "fit5.safetensors", "euler", other, model=webui.ident, cfg=5.0)
+    p = make_p(scheduler="D-ODE fitted")
+    out, sigmas, x = generate(webui, "Euler (D-ODE)", p, 5)
+    assert torch.equal(sigmas, fitted.float())
+    ref = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", lambdas=entry.lambdas, extra_args=args(),
+                            disable=True)
+    assert torch.equal(out, ref)
+    info = p.extra_generation_params
+    assert info["D-ODE schedule"] == "fitted fit.safetensors#0" and info["D-ODE λ"] == "fit.safetensors#0"
+    assert info["Schedule type"] == "D-ODE fitted"
+    p = make_p(scheduler="D-ODE fitted", cfg_scale=5.0)  # the CFG scale picks the entry
+    generate(webui, "Euler (D-ODE)", p, 5)
+    assert p.extra_generation_params["D-ODE schedule"] == "fitted fit5.safetensors#0"
+    assert p.extra_generation_params["D-ODE λ"] == "fit5.safetensors#0" and entry5.cfg == 5.0
+    p = make_p(scheduler="D-ODE fitted")  # a stock sampler gets the grid alone
+    _, sigmas, _ = generate(webui, "Euler", p, 5)
+    assert torch.equal(sigmas, fitted.float()) and "D-ODE λ" not in p.extra_generation_params
+    assert p.extra_generation_params["D-ODE schedule"] == "fitted fit.safetensors#0"
+    p = make_p(scheduler="Automatic", hr_scheduler="D-ODE fitted", is_hr_pass=True)  # the Hires schedule type
+    _, sigmas, _ = generate(webui, "Euler", p, 5)
+    assert torch.equal(sigmas, fitted.float())
+    assert p.extra_generation_params["Hires D-ODE schedule"] == "fitted fit.safetensors#0"
+
+
+def test_fitted_schedule_in_the_sidecar_follows_the_sidecar_rules(webui):
+    fitted = torch.tensor([14.6146, 6.0, 2.2, 0.7, 0.1, 0.0])
+    save_fitted(webui, webui.ckpt.with_name("toy.dode.safetensors"), "euler", fitted, model="fp1-comfyui")
+    p = make_p(scheduler="D-ODE fitted")
+    _, sigmas, _ = generate(webui, "Euler (D-ODE)", p, 5)
+    assert torch.equal(sigmas, fitted.float())
+    assert p.extra_generation_params["D-ODE schedule"] == "fitted toy.dode.safetensors#0"
+    lora = {"lora": [SimpleNamespace(items=["detail_slider", "0.8"])]}
+    p = make_p(scheduler="D-ODE fitted", extra_network_data=lora)  # another model: not this bare-checkpoint fit
+    _, sigmas, _ = generate(webui, "Euler (D-ODE)", p, 5)
+    assert torch.equal(sigmas, stub_karras(5)) and p.extra_generation_params["D-ODE schedule"] == "Karras (no fit)"
+
+
+def test_fitted_schedule_falls_back_to_karras(webui, caplog):
+    karras_p = make_p(scheduler="Karras")
+    _, stock, _ = generate(webui, "Euler (D-ODE)", karras_p, 5)
+    save_fitted(webui, webui.tmp / "models" / "D-ODE" / "fit.safetensors", "euler",
+                torch.tensor([14.6146, 6.0, 2.2, 0.7, 0.1, 0.0]), model=webui.ident)
+    for label, kw, steps in [("Euler (D-ODE)", {}, 6),  # another step count
+                             ("Euler (D-ODE)", {"cfg_scale": 4.5}, 5),  # another CFG scale
+                             ("Heun (D-ODE)", {}, 5),  # another sampler
+                             ("DPM++ SDE", {}, 5)]:  # a sampler without a D-ODE solver
+        p = make_p(scheduler="D-ODE fitted", **kw)
+        with caplog.at_level(logging.WARNING, "dode.webui"):
+            out, sigmas, x = generate(webui, label, p, steps)
+        assert torch.equal(sigmas, stub_karras(steps)), label
+        assert p.extra_generation_params["D-ODE schedule"] == "Karras (no fit)"
+        if out is not None:
+            name = webui.adapter.labels()[label]
+            assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler=name,
+                                                      extra_args=args(p.cfg_scale), disable=True))
+    assert torch.equal(stock, stub_karras(5))  # the fallback is the WebUI's own Karras grid
+    assert "5 steps, not 6" in caplog.text and "cfg 7.0, not 4.5" in caplog.text
+    assert "DPM++ SDE has no D-ODE solver" in caplog.text
+
+
+def test_fitted_schedule_without_this_generation_recorded_is_karras(webui):
+    from modules import sd_schedulers
+    save_fitted(webui, webui.tmp / "models" / "D-ODE" / "fit.safetensors", "euler",
+                torch.tensor([14.6146, 6.0, 2.2, 0.7, 0.1, 0.0]), model=webui.ident)
+    p = make_p(scheduler="D-ODE fitted")
+    generate(webui, "Euler (D-ODE)", p, 5)  # recorded: p and its sampler
+    other = webui.sd_samplers.create_sampler("Euler (D-ODE)", None)  # a sampler the scripts never saw
+    sigmas = sd_schedulers.schedulers_map["D-ODE fitted"].function(n=5, sigma_min=0.0292, sigma_max=14.6146,
+                                                                   inner_model=other.model_wrap, device="cpu")
+    assert torch.equal(sigmas, karras(5)) and p.extra_generation_params["D-ODE schedule"] == "fitted fit.safetensors#0"
+
+
+def test_auto_distill_fits_the_schedule_on_d_ode_fitted(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 2
+    p1 = make_p(scheduler="D-ODE fitted")
+    out1, grid1, x = generate(webui, "Euler (D-ODE)", p1, 5)
+    assert torch.equal(grid1, stub_karras(5))  # nothing fitted yet: the fit starts from the Karras grid
+    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+    (entry,) = webui.lambdas.load_lambdas(path)
+    assert (entry.schedule, entry.objective, entry.sampler, entry.cfg) == ("fitted", "final", "euler", 7.0)
+    assert entry.steps == 5 and not torch.allclose(entry.sigmas, grid1.double())
+    assert entry.sigmas[0].item() == pytest.approx(grid1[0].item()) and entry.sigmas[-1] == 0
+    assert entry.sigmas[-2] >= 0.0292 * (1 - 1e-5)  # inside the model's σ range
+    info = p1.extra_generation_params
+    assert info["D-ODE schedule"] == f"fitted {path.name}#0" and info["D-ODE λ"] == f"{path.name}#0"
+    assert info["D-ODE fit"].startswith("final + schedule, ")
+    stock = webui.core.sample(Gaussian(), x, grid1, sampler="euler", extra_args=args(), disable=True)
+    teacher = webui.core.sample(Gaussian(), x, webui.lambdas.teacher_grid(grid1, grid1, 2),
+                                sampler=webui.lambdas.DEFAULT_TEACHER, extra_args=args(), disable=True)
+    assert (out1 - teacher).norm() < 0.5 * (stock - teacher).norm()
+    p2 = make_p(scheduler="D-ODE fitted")  # the next generation samples on the fitted grid with its λ, no fit
+    out2, grid2, _ = generate(webui, "Euler (D-ODE)", p2, 5)
+    assert torch.equal(grid2, entry.sigmas.float()) and "D-ODE fit" not in p2.extra_generation_params
+    assert p2.extra_generation_params["D-ODE schedule"] == f"fitted {path.name}#0"
+    torch.testing.assert_close(out2, out1, rtol=0, atol=1e-4)
+
+
+def test_auto_distill_without_fit_schedule_keeps_the_karras_grid(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_fit_schedule = False
+    webui.shared.opts.dode_scale = 2
+    p = make_p(scheduler="D-ODE fitted")
+    _, grid, _ = generate(webui, "Euler (D-ODE)", p, 5)
+    (entry,) = webui.lambdas.load_lambdas(webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors")
+    assert entry.schedule == "given" and torch.equal(entry.sigmas, grid.double())
+    assert p.extra_generation_params["D-ODE schedule"] == "Karras (no fit)"
+    p = make_p(scheduler="D-ODE fitted")
+    generate(webui, "Euler (D-ODE)", p, 5)  # still no fitted schedule: Karras again, now with its λ
+    assert p.extra_generation_params["D-ODE schedule"] == "Karras (no fit)"
+    assert p.extra_generation_params["D-ODE λ"].endswith("#0") and "D-ODE fit" not in p.extra_generation_params

@@ -15,6 +15,12 @@ Per call of a D-ODE sampler (txt2img, img2img, each Hires pass):
    the stock sampler, never a λ fitted for another grid (the lookup compares the whole σ grid).
 
 The infotext gets ``D-ODE λ: <file>#<entry>`` (``Hires D-ODE λ`` for the Hires pass) or ``none``.
+
+The schedule type "D-ODE fitted" (``fitted_schedule``) gives the σ grid a fit chose for this checkpoint, sampler, number
+of steps and CFG scale, else the stock Karras schedule; ``D-ODE schedule`` in the infotext says which. The WebUI calls
+a schedule function with the step count and σ range only, so the sampler and the generation's settings come from the
+processing object that ``remember`` recorded just before sampling (``process_before_every_sampling`` of the script in
+scripts/dode_webui.py), checked against the ``inner_model`` the WebUI passes (the sampler's own k-diffusion wrapper).
 """
 import hashlib
 import json
@@ -23,7 +29,9 @@ import os
 
 import torch
 
-from ..lambdas import DEFAULT_SCALE, DEFAULT_TEACHER, LambdaNotFound, LambdaStore, autov2, distill, find_lambdas
+from ..lambdas import (DEFAULT_SCALE, DEFAULT_TEACHER, LambdaNotFound, LambdaStore, autov2, distill, find_lambdas,
+                       find_schedule)
+from ..lambdas.fit import DEFAULT_OBJECTIVE, OBJECTIVES
 from ..samplers import SAMPLER_NAMES, SOLVERS, nfe, sample
 
 log = logging.getLogger("dode.webui")
@@ -31,6 +39,10 @@ log = logging.getLogger("dode.webui")
 LABEL_SUFFIX = " (D-ODE)"  # ends in ")", so the WebUI never splits a scheduler name off the label
 INFOTEXT_KEY = "D-ODE λ"
 INFOTEXT_FIT = "D-ODE fit"
+INFOTEXT_SCHEDULE = "D-ODE schedule"
+SCHEDULER_NAME = "dode_fitted"
+SCHEDULER_LABEL = "D-ODE fitted"
+FALLBACK_SCHEDULER = "karras"  # the stock schedule type "D-ODE fitted" gives without a fit, and the grid a fit starts from
 HIRES_PREFIX = "Hires "
 SECTION = ("dode", "D-ODE")
 LAMBDA_DIR = "D-ODE"
@@ -41,12 +53,15 @@ OPTION_DEFAULTS = {
     "dode_distill_tails": False,
     "dode_teacher": DEFAULT_TEACHER,
     "dode_scale": DEFAULT_SCALE,
+    "dode_objective": DEFAULT_OBJECTIVE,
+    "dode_fit_schedule": True,
     "dode_miss_policy": MISS_POLICIES[0],
 }
 STOCK_OPTION_KEYS = ("scheduler",)  # options copied from the stock WebUI sampler of the same label
 
 _stores = {}
 _logged = set()
+_current = {"p": None}  # the processing object about to sample (see remember)
 
 
 # ---------------------------------------------------------------- registration
@@ -121,6 +136,29 @@ def register():
     return added
 
 
+def register_scheduler():
+    """Adds the schedule type "D-ODE fitted" to the WebUI's list (A1111 1.9+ and Forge ``sd_schedulers``); returns
+    True if it added it. Safe to call again (Reload UI keeps ``modules.sd_schedulers`` and this module)."""
+    try:
+        from modules import sd_schedulers
+    except ImportError:  # a WebUI without schedule types (before 1.9)
+        return False
+    if SCHEDULER_LABEL in sd_schedulers.schedulers_map:
+        return False
+    scheduler = sd_schedulers.Scheduler(SCHEDULER_NAME, SCHEDULER_LABEL, fitted_schedule, default_rho=7.0,
+                                        need_inner_model=True)
+    sd_schedulers.schedulers.append(scheduler)
+    sd_schedulers.schedulers_map[SCHEDULER_NAME] = sd_schedulers.schedulers_map[SCHEDULER_LABEL] = scheduler
+    try:
+        from modules import sd_samplers
+    except ImportError:
+        return True
+    cache = getattr(getattr(sd_samplers, "get_sampler_and_scheduler", None), "cache_clear", None)
+    if cache is not None:  # it maps (sampler, schedule type) names and caches the answers
+        cache()
+    return True
+
+
 def hide_sidecars():
     """λ sidecars (``<checkpoint stem>.dode.safetensors``) end in .safetensors, so the WebUI would list them as
     checkpoints. Drops them from its checkpoint list now (the list is built before scripts load) and after every
@@ -178,6 +216,10 @@ def on_ui_settings():
     add("dode_distill_tails", "Also auto-distill for img2img and Hires fix passes (λ fitted for exactly that tail)")
     add("dode_teacher", "Teacher solver for auto-distill", radio, {"choices": list(SAMPLER_NAMES)})
     add("dode_scale", "Teacher sub-steps per student step (scale)", slider, {"minimum": 1, "maximum": 50, "step": 1})
+    add("dode_objective", "Auto-distill objective (final: λ fitted to the teacher's final sample; greedy: step by "
+        "step, the paper's fit)", radio, {"choices": list(OBJECTIVES)})
+    add("dode_fit_schedule", "Auto-distill also fits the σ schedule when the schedule type is \"D-ODE fitted\" "
+        "(needs the final objective, which it then uses)")
     add("dode_miss_policy", "When no λ matches", radio, {"choices": list(MISS_POLICIES)})
 
 
@@ -240,29 +282,44 @@ def entry_ref(store, path, entry):
     return f"{os.path.basename(path)}#{k}"
 
 
-def lookup(name, ident, info, sigmas, cfg):
-    """(λ tensor, infotext reference) or (None, reason)."""
+def search(ident, info, find):
+    """(entry, ``<file>#<index>``) of the first entry that ``find(entries, source, models)`` returns (it raises
+    LambdaNotFound on a miss), looking in models/D-ODE, then in the checkpoint's sidecar, or (None, reason)."""
     folder = store_for([lambda_dir()])
-    entry, where = folder.lookup(ident, name, sigmas, cfg=cfg)
+    entry, where = folder.first_match(lambda entries, path: find(entries, path, ident))
     if entry is not None:
-        return entry.lambdas, entry_ref(folder, where, entry)
+        return entry, entry_ref(folder, where, entry)
     reasons = [where]
     side = sidecar(info)
     if side and os.path.isfile(side):
         store = store_for(files=[side])
-        entry, why = store.lookup(ident, name, sigmas, cfg=cfg)
+        entry, why = store.first_match(lambda entries, path: find(entries, path, ident))
         if entry is None and "+nets-" not in ident:
             # the sidecar's place names the checkpoint: accept another host's identity for a bare-checkpoint fit
             try:
-                entry = find_lambdas(bare_checkpoint_entries(store.entries(side)), name, sigmas, cfg=cfg, source=side)
+                entry = find(bare_checkpoint_entries(store.entries(side)), side, None)
             except LambdaNotFound as e:
                 why = str(e)
         if entry is not None:
-            return entry.lambdas, entry_ref(store, side, entry)
+            return entry, entry_ref(store, side, entry)
         reasons.append(why)
         reasons += [f"{k}: {v}" for k, v in store.problems.items()]
     reasons += [f"{k}: {v}" for k, v in folder.problems.items()]
     return None, "; ".join(reasons)
+
+
+def lookup(name, ident, info, sigmas, cfg):
+    """(λ tensor, infotext reference) for exactly this sampler, σ grid and CFG scale, or (None, reason)."""
+    entry, found = search(ident, info, lambda entries, source, models: find_lambdas(
+        entries, name, sigmas, model=models, cfg=cfg, source=source))
+    return (None, found) if entry is None else (entry.lambdas, found)
+
+
+def lookup_schedule(name, ident, info, steps, sigma_max, cfg):
+    """(fitted entry, infotext reference) for this sampler, number of steps, first σ (last σ 0) and CFG scale, or
+    (None, reason)."""
+    return search(ident, info, lambda entries, source, models: find_schedule(
+        entries, name, steps, sigma_max, 0.0, model=models, cfg=cfg, source=source))
 
 
 def distill_file(info, ident):
@@ -326,14 +383,31 @@ def log_once(key, message, *args):
         log.warning(message, *args)
 
 
-def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, flow=False):
-    """Fits λ on this batch, saves it to models/D-ODE, and returns (samples, reference, fit summary)."""
-    from modules import shared
+def model_sigma_range(model):
+    """(σ_min, σ_max) of the model behind the WebUI's CFG denoiser (its k-diffusion wrapper's ascending σ table)."""
+    inner = getattr(getattr(model, "inner_model", None), "sigmas", None)
+    return None if inner is None or len(inner) == 0 else (float(inner[0]), float(inner[-1]))
+
+
+def fit_settings(schedule):
+    """(teacher, scale, objective) for auto-distill from the settings; a schedule fit needs the final objective."""
     teacher = opt("dode_teacher")
     if teacher not in SAMPLER_NAMES:
         log_once(("teacher", teacher), "D-ODE: unknown teacher %r in the settings; using %s", teacher, DEFAULT_TEACHER)
         teacher = DEFAULT_TEACHER
-    scale = max(1, int(opt("dode_scale")))
+    objective = "final" if schedule else opt("dode_objective")
+    if objective not in OBJECTIVES:
+        log_once(("objective", objective), "D-ODE: unknown objective %r in the settings; using %s", objective,
+                 DEFAULT_OBJECTIVE)
+        objective = DEFAULT_OBJECTIVE
+    return teacher, max(1, int(opt("dode_scale"))), objective
+
+
+def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, flow=False, schedule=False):
+    """Fits λ (and with ``schedule`` the σ grid) on this batch, saves the entry to models/D-ODE, and returns
+    (samples, reference, fit summary)."""
+    from modules import shared
+    teacher, scale, objective = fit_settings(schedule)
     state = getattr(shared, "state", None)
 
     def progress(d):
@@ -343,7 +417,9 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     step0 = getattr(model, "step", None)
     try:
         fit = distill(pinned(model, sigmas), x, sigmas, sampler=name, teacher=teacher, scale=scale,
-                      extra_args=extra_args, callback=progress, disable=disable, flow=flow)
+                      extra_args=extra_args, callback=progress, disable=disable, flow=flow, objective=objective,
+                      schedule=schedule, sigma_range=model_sigma_range(model) if schedule else None,
+                      compare_stock=objective == "greedy")
     finally:
         if step0 is not None:
             model.step = step0 + nfe(name, sigmas)
@@ -352,9 +428,19 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     store = store_for([lambda_dir()])
     store.add(path, entry)
     r = fit.report
-    summary = f"{teacher} x{scale}, rmse {r.rmse_before:.4g} -> {r.rmse_after:.4g}, {r.seconds:.1f} s"
-    log.info("D-ODE: distilled λ for %s into %s (%s)", entry.describe(), path, summary)
+    summary = (f"{objective}{' + schedule' if schedule else ''}, {teacher} x{fit.scale}, "
+               f"rmse {r.rmse_stock:.4g} -> {r.rmse_after:.4g}, {r.network_calls} calls, {r.seconds:.1f} s")
+    log.info("D-ODE: distilled for %s into %s: %s", entry.describe(), path, r.summary())
     return fit.samples, entry_ref(store, path, entry), summary
+
+
+def schedule_type(p):
+    return (getattr(p, "hr_scheduler", None) if getattr(p, "is_hr_pass", False) else getattr(p, "scheduler", None))
+
+
+def on_fitted_schedule(p):
+    """True if the generation asked for the schedule type "D-ODE fitted"."""
+    return schedule_type(p) in (SCHEDULER_LABEL, SCHEDULER_NAME)
 
 
 def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -375,14 +461,17 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
             if lambdas is not None:
                 ref = found
             elif opt("dode_auto_distill") and (not tail or opt("dode_distill_tails")):
+                schedule = not tail and on_fitted_schedule(p) and bool(opt("dode_fit_schedule"))
                 try:
                     samples, ref, summary = auto_distill(name, model, x, sigmas, extra_args, disable, ident, info,
-                                                         cfg, flow)
+                                                         cfg, flow, schedule)
                 except ValueError as e:  # a σ grid the fit cannot use (e.g. repeated σ): stock sampler
                     why = f"auto-distill failed: {e}"
                 else:
                     set_info(p, prefix + INFOTEXT_KEY, ref)
                     set_info(p, prefix + INFOTEXT_FIT, summary)
+                    if schedule:
+                        set_info(p, prefix + INFOTEXT_SCHEDULE, f"fitted {ref}")
                     return samples
             else:
                 why = found
@@ -397,6 +486,67 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
     set_info(p, prefix + INFOTEXT_KEY, ref)
     return sample(model, x, sigmas, sampler=name, lambdas=lambdas, extra_args=extra_args, callback=callback,
                   disable=disable, flow=flow)
+
+
+# ---------------------------------------------------------------- the schedule type "D-ODE fitted"
+
+def remember(p):
+    """Records the processing object about to sample (the script's ``process_before_every_sampling``, which the
+    WebUI calls after creating ``p.sampler`` and before that sampler builds its σ grid)."""
+    _current["p"] = p
+
+
+def current_generation(inner_model):
+    """The recorded processing object if it belongs to this schedule call: its sampler's k-diffusion wrapper is the
+    ``inner_model`` the WebUI passed (each sampler has its own), else None (e.g. a run without the WebUI's scripts)."""
+    p = _current["p"]
+    if p is None or inner_model is None or getattr(getattr(p, "sampler", None), "model_wrap", None) is not inner_model:
+        return None
+    return p
+
+
+def core_sampler(label):
+    """The core sampler behind a WebUI sampler label: a D-ODE one (``Euler (D-ODE)``) or its stock twin (``Euler``)."""
+    if label is None:
+        return None
+    stock = {solver.label.lower(): name for name, solver in SOLVERS.items() if solver.label}
+    return labels().get(label) or stock.get(label.lower())
+
+
+def schedule_for(p, steps, sigma_max):
+    """(fitted entry, infotext reference) for the generation ``p``, or (None, reason)."""
+    label = getattr(getattr(getattr(p, "sampler", None), "config", None), "name", None)
+    name = core_sampler(label)
+    if name is None:
+        return None, f"the sampler {label} has no D-ODE solver to fit a schedule for"
+    if refiner_active(p):
+        return None, "a refiner switches models mid-schedule; a schedule is fitted for one model"
+    ident, info = identity(p)
+    if ident is None:
+        return None, "the checkpoint has no file to hash"
+    return lookup_schedule(name, ident, info, steps, sigma_max, cfg_scale(p, None))
+
+
+def fitted_schedule(n, sigma_min, sigma_max, inner_model=None, device="cpu", rho=7.0):
+    """Schedule type "D-ODE fitted": the σ grid fitted for this checkpoint, sampler, ``n`` steps from ``sigma_max``
+    to 0 and CFG scale (models/D-ODE, then the checkpoint's sidecar), else the stock Karras grid on
+    [``sigma_min``, ``sigma_max``] with ``rho``. The WebUI's signature (``need_inner_model``); the generation's
+    sampler, checkpoint and CFG come from ``current_generation``."""
+    from modules import sd_schedulers
+    stock = sd_schedulers.schedulers_map[FALLBACK_SCHEDULER]
+    p = current_generation(inner_model)
+    if p is None:
+        entry, found = None, "no generation settings reached the schedule (a run without the WebUI's scripts)"
+    else:
+        entry, found = schedule_for(p, n, sigma_max)
+    key = (HIRES_PREFIX if getattr(p, "is_hr_pass", False) else "") + INFOTEXT_SCHEDULE
+    if entry is None:
+        set_info(p, key, f"{stock.label} (no fit)")
+        log_once(("schedule", n, round(float(sigma_max), 5), found), "D-ODE fitted: using the stock %s schedule: %s",
+                 stock.label, found)
+        return stock.function(n=n, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, device=device)
+    set_info(p, key, f"fitted {found}")
+    return entry.sigmas.to(device=device, dtype=torch.float32)
 
 
 def sampler_function(name):
