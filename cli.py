@@ -5,7 +5,8 @@ import sys
 
 import torch
 
-from .lambdas import DEFAULT_FIRST_STEP, DEFAULT_SCALE, DEFAULT_TEACHER, LambdaFileError, load_lambdas
+from .lambdas import (DEFAULT_FIRST_STEP, DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, OBJECTIVES,
+                      LambdaFileError, load_lambdas)
 from .samplers import SAMPLER_NAMES
 
 DESCRIPTION = "D-ODE samplers: distill λ on the embedded tiny digits model, benchmark them, inspect λ files."
@@ -16,12 +17,13 @@ EPILOG = """examples:
 SAMPLERS = ", ".join(SAMPLER_NAMES)
 
 
-def add_fit_options(parser):
+def add_fit_options(parser, scale=True):
     parser.add_argument("--teacher", default=DEFAULT_TEACHER, choices=SAMPLER_NAMES, metavar="NAME",
                         help=f"sampler that makes the many-step targets λ is fitted to (one of {SAMPLERS}; "
                              "default: %(default)s)")
-    parser.add_argument("--scale", type=int, default=DEFAULT_SCALE,
-                        help="teacher sub-steps per student interval (default: %(default)s)")
+    if scale:
+        parser.add_argument("--scale", type=int, default=DEFAULT_SCALE,
+                            help="teacher sub-steps per student interval (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default: %(default)s, the fastest on a loaded 2-core box)")
 
@@ -31,13 +33,19 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,bench,show}")
     demo = sub.add_parser("demo", help="distill λ on the embedded tiny digits model and compare (table + PNG)",
-                          description="Fits λ for one sampler on 256 latents, saves and reloads the λ file, samples "
-                                      "2000 held-out latents stock / D-ODE / teacher, prints FD and RMSE, and draws "
-                                      "the comparison figure.")
+                          description="Fits λ (and the σ schedule) for one sampler on 256 latents, saves and reloads "
+                                      "the λ file, samples 2000 held-out latents stock / D-ODE / teacher, prints FD and "
+                                      "RMSE, and draws the comparison figure.")
     demo.add_argument("--sampler", default="euler", choices=SAMPLER_NAMES, metavar="NAME",
                       help=f"sampler to distill (one of {SAMPLERS}; default: %(default)s)")
-    demo.add_argument("--steps", type=int, default=5, help="sampling steps on the Karras grid from σ = 80 to 0.002, then 0 "
-                      "(default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=5,
+                      help="sampling steps on the Karras grid from σ = 80 to 0.002, then 0 (default: %(default)s)")
+    demo.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=OBJECTIVES,
+                      help="final: fit λ to the teacher's final sample; greedy: the paper's step-by-step fit "
+                           "(default: %(default)s)")
+    demo.add_argument("--schedule", default="fitted", choices=["fitted", "given"],
+                      help="fitted: also fit the interior σ's of the grid (needs --objective final); given: keep the "
+                           "Karras grid (default: %(default)s)")
     demo.add_argument("--out", default="dode_demo", help="folder for the λ file and the PNG (default: %(default)s)")
     add_fit_options(demo)
     bench = sub.add_parser("bench", help="stock vs D-ODE table over samplers and NFE budgets (JSON + table)",
@@ -49,9 +57,12 @@ def build_parser():
     bench.add_argument("--nfe", nargs="+", type=int, default=[4, 5, 6, 8, 10], metavar="N",
                        help="network-evaluation budgets; two-evaluation samplers (heun, dpmpp_2s) take the most "
                             "steps that fit (default: 4 5 6 8 10)")
-    bench.add_argument("--eval-batch", type=int, default=2000, help="held-out latents each row is judged on (default: %(default)s)")
-    bench.add_argument("--json", default="bench.json", help="where to write every row and its λ as JSON (default: %(default)s)")
-    add_fit_options(bench)
+    bench.add_argument("--fit-batch", type=int, default=256, help="latents λ is fitted on (default: %(default)s)")
+    bench.add_argument("--eval-batch", type=int, default=2000,
+                       help="held-out latents each row is judged on (default: %(default)s)")
+    bench.add_argument("--json", default="bench.json",
+                       help="where to write every row and its λ as JSON (default: %(default)s)")
+    add_fit_options(bench, scale=False)
     bench.add_argument("--first-step", default=DEFAULT_FIRST_STEP, choices=["none", "x"],
                        help="none: the first evaluation keeps λ = 0 (it has no previous output); x: fit it against "
                             "the initial state (default: %(default)s)")
@@ -74,16 +85,21 @@ def show(path):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "show":
         return show(args.path)
     torch.set_num_threads(args.threads)
     if args.command == "demo":
         from .demo import run_demo
-        run_demo(args.out, args.sampler, args.steps, args.teacher, args.scale)
+        if args.schedule == "fitted" and args.objective != "final":
+            parser.error("--schedule fitted fits the grid to the teacher's final sample: use --objective final, or "
+                         "--schedule given")
+        run_demo(args.out, args.sampler, args.steps, args.teacher, args.scale, args.objective,
+                 args.schedule == "fitted")
     else:
         from .bench import run_bench, write_json
-        result = run_bench(args.samplers, args.nfe, args.teacher, args.scale, args.first_step,
+        result = run_bench(args.samplers, args.nfe, args.teacher, args.first_step, fit_batch=args.fit_batch,
                            eval_batch=args.eval_batch)
         write_json(result, args.json)
         print(f"wrote {os.path.abspath(args.json)}")

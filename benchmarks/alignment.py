@@ -56,9 +56,9 @@ def main(samplers=("euler", "heun"), budgets=(5, 10), scale=10):
             variants = {
                 "stock": None,
                 "index": index_matched_lambdas(model, fit_x, sigmas, sampler, scale),
-                "sigma_euler": distill(model, fit_x, sigmas, sampler, teacher="euler", scale=scale,
+                "sigma_euler": distill(model, fit_x, sigmas, sampler, teacher="euler", scale=scale, objective="greedy",
                                        disable=True).lambdas,
-                "sigma_default": distill(model, fit_x, sigmas, sampler, scale=scale, disable=True).lambdas,
+                "sigma_default": distill(model, fit_x, sigmas, sampler, scale=scale, objective="greedy", disable=True).lambdas,
             }
             outs = {k: sample(model, eval_x, sigmas, sampler, lambdas=v, disable=True) for k, v in variants.items()}
             row = {"sampler": sampler, "nfe": nfe(sampler, sigmas),

@@ -36,7 +36,7 @@ import torch
 from ..samplers import check_sigmas, flow_option, get_solver, nfe
 from .calls import ReplayModel, Trajectory
 
-DEFAULT_ITERATIONS = 10  # Levenberg–Marquardt steps tried (accepted or not)
+MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
 DEFAULT_JACOBIAN_BATCH = 16
 FD_STEP = 1e-2  # forward-difference step in λ and in the schedule logits
 SCHEDULE_RHO = 7.0
@@ -100,7 +100,6 @@ class FinalFit:
         self.rows = None
         self.jacobians = 0
         self.history = []
-        self.broyden = True
 
     def unpack(self, theta):
         """(λ vector, σ grid in the host's dtype) for parameters θ."""
@@ -163,30 +162,42 @@ class FinalFit:
             theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
         return theta
 
-    def optimise(self, start, iterations=DEFAULT_ITERATIONS, progress=None):
-        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final); returns the best (θ, L, trajectory, final)
-        evaluated. Each accepted step takes a fresh Jacobian; the damping follows Nielsen's rule (μ × max(1/3,
-        1 − (2ρ − 1)³) after a step whose actual/predicted decrease is ρ; × 2, 4, 8, … after rejected ones). ``progress(trial,
-        final)`` is called after every trial."""
+    def optimise(self, start, budget, progress=None):
+        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final) until it converges or has spent
+        ``budget`` network rows; returns the best (θ, L, trajectory, final) evaluated.
+
+        The damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step whose actual/predicted
+        decrease is ρ; × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update; a rejected
+        step on an updated J takes a fresh J instead of more damping. ``progress(trial, final)`` follows each trial."""
         theta, loss, r, trajectory, final = start
+        spent = self.model.rows
+        cost = {"jacobian": 0, "trial": 0}
         jac, fresh, damping, growth = None, False, INITIAL_DAMPING, 2
-        for trial in range(iterations):
+        for trial in range(MAX_TRIALS):
             if jac is None:
+                if cost["jacobian"] and self.model.rows - spent + cost["jacobian"] > budget:
+                    break
+                before = self.model.rows
                 jac, fresh = self.jacobian(theta, trajectory, final), True
+                cost["jacobian"] = self.model.rows - before
+            if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
+                break
             r_rows = self.on_rows(r)
             delta = lm_step(jac, r_rows, damping)
             candidate = self.project(theta + delta)
+            before = self.model.rows
             _, c_loss, c_r, c_traj, c_final = self.evaluate(candidate, trajectory)
+            cost["trial"] = max(cost["trial"], self.model.rows - before)
             predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
             gain = (loss - c_loss) / predicted if predicted > 0 else -1.0
             accepted = c_loss < loss
             self.history.append({"trial": trial, "rmse": math.sqrt(c_loss), "accepted": accepted,
-                                 "damping": damping})
+                                 "damping": damping, "rows": self.model.rows - spent})
             if progress is not None:
                 progress(trial, c_final if accepted else final)
             if accepted:
                 improvement = (loss - c_loss) / loss
-                jac = broyden(jac, self.on_rows(c_r) - r_rows, delta) if self.broyden else None
+                jac = broyden(jac, self.on_rows(c_r) - r_rows, delta)
                 theta, loss, r, trajectory, final = candidate, c_loss, c_r, c_traj, c_final
                 fresh, damping, growth = False, max(damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), MIN_DAMPING), 2
                 if improvement < MIN_IMPROVEMENT:

@@ -15,11 +15,12 @@ from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landi
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, ReplayModel, Trajectory
 from .files import LambdaEntry
-from .final import DEFAULT_ITERATIONS, DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
+from .final import DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
 FINAL_SCALE = 10
+FINAL_BUDGET, SCHEDULE_BUDGET = 2.0, 5.0  # the optimisation's network rows, in teacher runs (so ≤ 3 / 6 in all)
 OBJECTIVES = ("final", "greedy")
 DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
@@ -181,7 +182,7 @@ class DistillResult:
                            metrics=metrics)
 
 
-def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule):
+def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget):
     get_solver(sampler)
     get_solver(teacher)
     if objective not in OBJECTIVES:
@@ -191,6 +192,8 @@ def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedu
                          f"(got {objective!r})")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an integer ≥ 1 (teacher sub-steps per student interval), got {scale!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"budget must be a positive number of teacher runs for the final fit, got {budget!r}")
     if first_step not in FIRST_STEP_MODES:
         raise ValueError(f"first_step must be one of {FIRST_STEP_MODES}, got {first_step!r}")
     if clamp is not None and not clamp > 0:
@@ -281,10 +284,12 @@ def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callba
 
 
 def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
-                  schedule, floor, iterations, jacobian_batch, report):
+                  schedule, floor, budget, jacobian_batch, report):
     """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
     grid = teacher_grid(sigmas, sigmas, scale)
     _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set())
+    teacher_rows = model.rows
+    budget_rows = int(budget * teacher_rows)
     report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
     schedule_map = ScheduleMap(sigmas, floor) if schedule else None
     fit = FinalFit(model, x, sigmas, sampler, target, extra_args, flow, first_step, schedule_map, jacobian_batch,
@@ -294,9 +299,9 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
     report.rmse_stock = math.sqrt(stock[1])
     ticker = None if callback is None else (
-        lambda trial, final: callback({"phase": "fit", "i": trial, "total": iterations, "x": final,
-                                       "denoised": final}))
-    theta, loss, trajectory, samples = fit.optimise(start, iterations, ticker)
+        lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
+                                       "total": budget_rows, "x": final, "denoised": final}))
+    theta, loss, trajectory, samples = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker)
     report.trials = fit.history
     if not loss < stock[1]:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
@@ -312,7 +317,7 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
 
 def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=None, extra_args=None,
             callback=None, first_step=DEFAULT_FIRST_STEP, clamp=None, compare_stock=False, disable=None, flow=False,
-            objective=DEFAULT_OBJECTIVE, schedule=False, sigma_range=None, iterations=DEFAULT_ITERATIONS,
+            objective=DEFAULT_OBJECTIVE, schedule=False, sigma_range=None, budget=None,
             jacobian_batch=DEFAULT_JACOBIAN_BATCH):
     """Fits one λ per network evaluation of ``sampler`` on ``sigmas`` for the batch ``x`` (initial noisy latents).
 
@@ -324,14 +329,17 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     FINAL_SCALE for final). ``first_step="none"`` leaves the first evaluation uncorrected (it has no previous
     output); ``"x"`` uses the initial state as the previous output and fits λ_0 too. ``clamp`` bounds |λ|.
     ``compare_stock=True`` makes the greedy fit run the stock student too (one more run) to report its distance; the
-    final fit always measures it. ``iterations`` and ``jacobian_batch`` bound the final fit's Levenberg–Marquardt
-    steps and the rows its Jacobians are taken on.
+    final fit always measures it. ``budget`` bounds the final fit's optimisation, in network rows of the teacher run
+    (default FINAL_BUDGET, or SCHEDULE_BUDGET with a schedule), and ``jacobian_batch`` the latents each of its
+    Jacobians is taken on.
     ``callback`` receives ``{"phase": "teacher" | "stock" | "student" | "fit", "i": ..., "total": ..., "x": ...,
     "denoised": ...}``: per teacher/student step (the sampler's state and model output) and, for the final fit, per
-    optimisation step (``x`` and ``denoised``: the fit's current final samples).
+    optimisation step (``i`` / ``total``: network rows spent of the budget; ``x`` and ``denoised``: the fit's
+    current final samples).
     ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
     scale = (DEFAULT_SCALE if objective == "greedy" else FINAL_SCALE) if scale is None else scale
-    check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule)
+    budget = (SCHEDULE_BUDGET if schedule else FINAL_BUDGET) if budget is None else budget
+    check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget)
     floor = check_grid(sigmas, schedule, sigma_range)
     check_batch(x)
     start = time.perf_counter()
@@ -344,7 +352,7 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     else:
         lambdas, grid, samples, target = distill_final(counted, x, sigmas, sampler, teacher, scale, extra_args,
                                                        callback, first_step, clamp, disable, flow, schedule, floor,
-                                                       iterations, jacobian_batch, report)
+                                                       budget, jacobian_batch, report)
     report.network_calls, report.network_rows = counted.calls, counted.rows
     report.seconds = time.perf_counter() - start
     return DistillResult(lambdas=lambdas, sampler=sampler, sigmas=grid.detach().double().cpu(), teacher=teacher,
