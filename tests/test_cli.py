@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dode
-from dode.bench import run_bench, steps_for_nfe, write_json
+from dode.bench import format_row, grid, run_bench, steps_for_nfe, write_json
 from dode.cli import build_parser, main
 from dode.demo import MODEL_ID, run_demo
 
@@ -18,6 +18,9 @@ def test_demo_fits_saves_and_beats_stock(tmp_path):
     entry, = dode.load_lambdas(result["lambda_file"])
     assert (entry.sampler, entry.steps, entry.model) == ("euler", 5, MODEL_ID)
     assert entry.lambdas.tolist() == result["lambdas"]
+    stock = grid(5).double()  # the default fit moves the interior σ's and keeps the first and the last
+    assert (entry.schedule, entry.objective) == ("fitted", "final")
+    assert entry.sigmas[0] == stock[0] and entry.sigmas[-1] == 0 and not torch.allclose(entry.sigmas, stock)
     rows = result["rows"]
     assert rows["D-ODE"]["rmse_teacher"] < 0.9 * rows["stock"]["rmse_teacher"]
     assert rows["D-ODE"]["fd"] < 0.5 * rows["stock"]["fd"]
@@ -30,8 +33,10 @@ def test_demo_fits_saves_and_beats_stock(tmp_path):
 
 
 def test_show_prints_entries_and_rejects_bad_files(tmp_path, capsys):
-    path = run_demo(str(tmp_path), "dpmpp_2m", 4, fit_batch=16, eval_batch=64, log=lambda *a: None)["lambda_file"]
+    path = run_demo(str(tmp_path), "dpmpp_2m", 4, objective="greedy", schedule=False, fit_batch=16, eval_batch=64,
+                    log=lambda *a: None)["lambda_file"]
     entry, = dode.load_lambdas(path)
+    assert (entry.schedule, entry.objective) == ("given", "greedy") and torch.equal(entry.sigmas, grid(4).double())
     main(["show", path])
     out = capsys.readouterr().out
     assert out.startswith(f"entry 0: {entry.describe()}\n") and f"model {MODEL_ID}" in out
@@ -61,6 +66,9 @@ def test_help_is_plain_text_and_every_option_says_its_default(capsys):
         with pytest.raises(SystemExit):
             main([name, "--help"])
         assert "%(default)" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["demo", "--objective", "greedy"])  # a fitted schedule needs the final objective: refused before any work
+    assert "use --objective final, or --schedule given" in capsys.readouterr().err
 
 
 def test_steps_for_nfe_respects_the_budget():
@@ -72,9 +80,20 @@ def test_bench_rows_and_json(tmp_path):
     result = run_bench(["euler", "heun"], [5, 6], fit_batch=32, eval_batch=64, log=lambda *a: None)
     assert [(r["sampler"], r["nfe"]) for r in result["rows"]] == [("euler", 5), ("euler", 6), ("heun", 5)]
     euler5 = result["rows"][0]
-    assert euler5["rmse_dode"] < euler5["rmse_stock"] and euler5["fd_dode"] < euler5["fd_stock"]
+    for fit in ("greedy", "final", "schedule"):  # every fit ends closer to the ODE than stock Euler 5 (64 samples
+        assert euler5[fit]["rmse"] < euler5["stock"]["rmse"], fit  # are too few for a meaningful FD)
+    for fit in ("final", "schedule"):
+        assert euler5[fit]["rmse_fit"] < euler5[fit]["rmse_fit_stock"], fit
+    assert euler5["schedule"]["rmse"] < 0.7 * euler5["final"]["rmse"]
+    assert euler5["schedule"]["sigmas"][0] == 80 and euler5["schedule"]["sigmas"][-1] == 0
+    assert euler5["schedule"]["sigmas"] != pytest.approx(grid(5).tolist())
+    assert euler5["final"]["network_rows"] <= 3 * euler5["greedy"]["network_rows"]
+    assert euler5["schedule"]["network_rows"] <= 6 * euler5["greedy"]["network_rows"]
+    line = format_row(euler5, result["fd_converged"])
+    assert line.startswith("| euler     |   5 |") and f"{euler5['schedule']['fd']:.2f}" in line
     write_json(result, tmp_path / "b.json")
-    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["lambdas"] == euler5["lambdas"]
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["schedule"]["lambdas"] == \
+        euler5["schedule"]["lambdas"]
 
 
 def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
@@ -82,7 +101,7 @@ def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
     (j + 1)·scale, fitted greedily: λ_j = ⟨T_j − a_j, b_j⟩/⟨b_j, b_j⟩ with a_j the stock Euler step and
     b_j = (σ_j − σ_{j+1})/σ_j · (D_j − D_{j−1}); λ_0 = 0."""
     from dode.benchmarks.alignment import index_matched_lambdas
-    from dode.bench import grid, noise
+    from dode.bench import noise
     from dode.samplers import karras_sigmas
     from dode.testbed import SIGMA_MAX, SIGMA_MIN, load_tiny_model
     model, x, sigmas, scale = load_tiny_model(torch.float64), noise(8, 0).double(), grid(3).double(), 2
