@@ -219,6 +219,11 @@ def test_object_info_lists_nodes_and_dropdown_names(server):
     assert {"objective", "fit_schedule", "sigmas"} <= set(distill_info["input"]["optional"])
     assert distill_info["input"]["required"]["cfg"][1]["default"] == info["KSampler"]["input"]["required"]["cfg"][1][
         "default"]
+    for node in DODE_NODES:  # every input says what it is for
+        for section in ("required", "optional"):
+            for name, spec in info[node]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), (node, name)
+    assert distill_info["input"]["required"]["denoise"][1]["min"] > 0
     # the frontend extension (toasts, Distill λ's report) is served from the pack's WEB_DIRECTORY
     assert "/extensions/dode/dode.js" in server.get("/extensions")
     with urllib.request.urlopen(server.url + "/extensions/dode/dode.js", timeout=60) as r:
@@ -443,6 +448,22 @@ def test_feedback_reaches_the_browser(server, tmp_path):
     (report,) = seen["executed"]["5"]["text"]
     assert report.startswith("D-ODE euler: euler, 2 steps") and "λ:" in report and "σ:" in report
     assert any(m["text"].startswith("Distill λ: euler, 2 steps") for m in seen["dode"]), seen["dode"]
+
+
+def test_unknown_combo_values_fail_validation(server):
+    """ComfyUI v0.3.64 does not check COMBO values of V3 nodes; the pack's validate_inputs does (HTTP 400 at queueing,
+    naming the input), and Distill λ refuses the dode scheduler as the grid to start from."""
+    for scheduler, message in (("no_such_scheduler", "scheduler: 'no_such_scheduler' is not one of"),
+                               ("dode", "Distill λ fits a stock scheduler")):
+        graph = distill("euler", "bad_combo")
+        graph["5"]["inputs"]["scheduler"] = scheduler
+        req = urllib.request.Request(server.url + "/prompt", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"prompt": graph, "client_id": "dode-e2e"}).encode())
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(req, timeout=60)
+        assert error.value.code == 400
+        body = error.value.read().decode()
+        assert message in json.loads(body)["node_errors"]["5"]["errors"][0]["details"], body
 
 
 def test_model_options_error_and_auto_distill(server):
