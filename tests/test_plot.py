@@ -71,7 +71,8 @@ def test_many_evaluations_widen_the_chart_and_keep_one_bar_each():
         plot.lambda_chart([0.1, 0.2], [1.0])
 
 
-@pytest.mark.parametrize("values, lo, hi", [([0.31, -0.12], -0.2, 0.4), ([2.0, 7.0], 0.0, 8.0), ([-2.7e-3], -3e-3, 0.0)])
+@pytest.mark.parametrize("values, lo, hi", [([0.31, -0.12], -0.2, 0.4), ([2.0, 7.0], 0.0, 8.0),
+                                             ([-2.7e-3], -3e-3, 0.0)])
 def test_value_range_covers_zero_and_the_values_on_ticks(values, lo, hi):
     got_lo, got_hi, step = plot.value_range(values)
     assert got_lo == pytest.approx(lo) and got_hi == pytest.approx(hi) and step > 0
