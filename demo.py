@@ -3,8 +3,6 @@ stock vs D-ODE vs the teacher sampling from the same held-out noise (a table and
 import os
 import time
 
-import torch
-
 from .bench import grid, noise, teacher_output
 from .lambdas import DEFAULT_OBJECTIVE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
 from .plot import compare_figure, digit_grid, labelled_rows, lambda_chart, schedule_chart
@@ -63,7 +61,7 @@ def figure(fit, outputs, rows, stock_sigmas, eval_batch):
     body = labelled_rows([(head, sub, digit_grid(out, 1, COLUMNS, zoom=6, gap=6))
                           for (head, sub), out in zip(strips, outputs.values())])
     chart_w = (body.width - 24) // 2
-    fitted = None if torch.equal(fit.sigmas, stock_sigmas.double()) else fit.sigmas  # a fitted schedule
+    fitted = fit.sigmas if fit.schedule == "fitted" else None
     charts = [lambda_chart(fit.lambdas, [s["sigma"] for s in fit.report.steps], width=chart_w, height=260,
                            title="fitted lambda per network evaluation",
                            caption="x: the sigma the network is evaluated at"),

@@ -128,7 +128,7 @@ def lambda_chart(lambdas, sigmas, title="", subtitle="", width=None, height=300,
         y = y_of(v)
         if v != 0:
             draw.rectangle([x0, min(y, zero), x0 + bar, max(y, zero)], fill=POSITIVE if v > 0 else NEGATIVE)
-        text = f"{v:.2f}"
+        text = f"{0.0 if abs(v) < 0.005 else v:.2f}"  # no "-0.00"
         if text_width(draw, text, small) <= slot - 2:  # the value above (or below) its bar, where there is room
             ty = min(y, zero) - 13 if v >= 0 else max(y, zero) + 1
             centered_text(draw, x0 + bar / 2, ty, text, small)
