@@ -37,7 +37,7 @@ from ..samplers import check_sigmas, flow_option, get_solver, nfe
 from .calls import ReplayModel, Trajectory
 
 MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
-DEFAULT_JACOBIAN_BATCH = 16
+DEFAULT_JACOBIAN_BATCH = 32
 FD_STEP = 1e-2  # forward-difference step in λ and in the schedule logits
 SCHEDULE_RHO = 7.0
 MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
@@ -66,7 +66,7 @@ class ScheduleMap:
         if not self.exact:
             increments[-1] = MIN_SLACK
         self.log_w0 = (increments / increments.sum()).log()
-        self.final = values[-1:]
+        self.first, self.final = values[:1], values[-1:]
         self.size = len(values) - 2
 
     def sigmas(self, u):
@@ -74,7 +74,7 @@ class ScheduleMap:
         logits = self.log_w0 + torch.cat([u.new_zeros(1), u])
         cumulative = torch.softmax(logits, 0).cumsum(0)
         t = self.t0 - (self.t0 - self.t_floor) * cumulative[:self.size]
-        return torch.cat([torch.tensor([self.t0 ** self.rho]), t ** self.rho, self.final]).double()
+        return torch.cat([self.first, t ** self.rho, self.final]).double()
 
 
 def slice_rows(extra_args, rows, batch):
@@ -143,18 +143,21 @@ class FinalFit:
         start = (self.jacobians * self.jacobian_batch) % batch
         return (torch.arange(self.jacobian_batch) + start) % batch
 
-    def jacobian(self, theta, trajectory, final):
-        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of ``trajectory``."""
+    def jacobian(self, theta, trajectory, final, active):
+        """∂r/∂θ_k for k in ``active``, on the Jacobian rows, by forward differences, each run replaying the unchanged
+        head of ``trajectory``. A column that is not finite (the model gave NaN/inf there) is 0: that direction is
+        not used."""
         self.rows = self.next_rows()
         self.jacobians += 1
         if self.rows is not None:
             self.rows = self.rows.to(self.x.device)
         base = self.residual(final if self.rows is None else final[self.rows], self.rows)
         columns = []
-        for k in range(self.size):
+        for k in active:
             step = theta.clone()
             step[k] += FD_STEP
-            columns.append((self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEP)
+            column = (self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEP
+            columns.append(column if torch.isfinite(column).all() else torch.zeros_like(column))
         return torch.stack(columns, 1)
 
     def project(self, theta):
@@ -162,9 +165,10 @@ class FinalFit:
             theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
         return theta
 
-    def optimise(self, start, budget, progress=None):
-        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final) until it converges or has spent
-        ``budget`` network rows; returns the best (θ, L, trajectory, final) evaluated.
+    def optimise(self, start, budget, active, progress=None):
+        """Levenberg–Marquardt on the parameters ``active`` (indices into θ) from ``start`` = (θ, L, r, trajectory,
+        final) until it converges or has spent ``budget`` network rows; returns the best (θ, L, r, trajectory, final)
+        evaluated.
 
         The damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step whose actual/predicted
         decrease is ρ; × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update; a rejected
@@ -178,13 +182,17 @@ class FinalFit:
                 if cost["jacobian"] and self.model.rows - spent + cost["jacobian"] > budget:
                     break
                 before = self.model.rows
-                jac, fresh = self.jacobian(theta, trajectory, final), True
+                jac, fresh = self.jacobian(theta, trajectory, final, active), True
                 cost["jacobian"] = self.model.rows - before
             if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
                 break
             r_rows = self.on_rows(r)
             delta = lm_step(jac, r_rows, damping)
-            candidate = self.project(theta + delta)
+            if not torch.isfinite(delta).all():
+                break
+            candidate = theta.clone()
+            candidate[active] += delta
+            candidate = self.project(candidate)
             before = self.model.rows
             _, c_loss, c_r, c_traj, c_final = self.evaluate(candidate, trajectory)
             cost["trial"] = max(cost["trial"], self.model.rows - before)
@@ -208,7 +216,7 @@ class FinalFit:
                 damping, growth = damping * growth, growth * 2
             else:
                 break
-        return theta, loss, trajectory, final
+        return theta, loss, r, trajectory, final
 
     def on_rows(self, r):
         """The part of a whole-batch residual on the Jacobian rows."""

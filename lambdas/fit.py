@@ -20,7 +20,7 @@ from .final import DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
 FINAL_SCALE = 10
-FINAL_BUDGET, SCHEDULE_BUDGET = 2.0, 5.0  # the optimisation's network rows, in teacher runs (so ≤ 3 / 6 in all)
+FINAL_BUDGET, SCHEDULE_BUDGET = 2.5, 5.0  # a final fit's network rows, teacher included, in greedy fits
 OBJECTIVES = ("final", "greedy")
 DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
@@ -193,7 +193,8 @@ def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedu
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an integer ≥ 1 (teacher sub-steps per student interval), got {scale!r}")
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"budget must be a positive number of teacher runs for the final fit, got {budget!r}")
+        raise ValueError(f"budget must be a positive number (the final fit's network rows in units of the greedy "
+                         f"fit's), got {budget!r}")
     if first_step not in FIRST_STEP_MODES:
         raise ValueError(f"first_step must be one of {FIRST_STEP_MODES}, got {first_step!r}")
     if clamp is not None and not clamp > 0:
@@ -283,13 +284,20 @@ def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callba
     return torch.tensor(fit.lambdas, dtype=torch.float64), sigmas, samples, teacher_final
 
 
+def greedy_rows(x, sigmas, sampler, teacher, flow):
+    """The network rows of the paper's greedy fit of ``sampler`` on ``sigmas`` for the batch x: one teacher run at
+    DEFAULT_SCALE on the grid refined around every landing σ, plus one student run. The final fit's budget unit."""
+    landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
+    return (nfe(teacher, teacher_grid(sigmas, landings, DEFAULT_SCALE)) + len(landings)) * x.shape[0]
+
+
 def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
                   schedule, floor, budget, jacobian_batch, report):
     """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
     grid = teacher_grid(sigmas, sigmas, scale)
     _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set())
     teacher_rows = model.rows
-    budget_rows = int(budget * teacher_rows)
+    budget_rows = int(budget * greedy_rows(x, sigmas, sampler, teacher, flow)) - teacher_rows
     report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
     schedule_map = ScheduleMap(sigmas, floor) if schedule else None
     fit = FinalFit(model, x, sigmas, sampler, target, extra_args, flow, first_step, schedule_map, jacobian_batch,
@@ -300,8 +308,14 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     report.rmse_stock = math.sqrt(stock[1])
     ticker = None if callback is None else (
         lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
-                                       "total": budget_rows, "x": final, "denoised": final}))
-    theta, loss, trajectory, samples = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker)
+                                       "total": max(budget_rows, 1), "x": final, "denoised": final}))
+    state = start
+    if schedule_map is not None:  # λ alone first: the joint fit then starts from (and can only improve on) it
+        lambdas_only = list(range(len(fit.free)))
+        first = min(FINAL_BUDGET * greedy_rows(x, sigmas, sampler, teacher, flow) - teacher_rows, budget_rows / 2)
+        state = fit.optimise(state, first - (model.rows - teacher_rows), lambdas_only, ticker)
+    state = fit.optimise(state, budget_rows - (model.rows - teacher_rows), list(range(fit.size)), ticker)
+    theta, loss, _, trajectory, samples = state
     report.trials = fit.history
     if not loss < stock[1]:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
@@ -329,9 +343,9 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     FINAL_SCALE for final). ``first_step="none"`` leaves the first evaluation uncorrected (it has no previous
     output); ``"x"`` uses the initial state as the previous output and fits λ_0 too. ``clamp`` bounds |λ|.
     ``compare_stock=True`` makes the greedy fit run the stock student too (one more run) to report its distance; the
-    final fit always measures it. ``budget`` bounds the final fit's optimisation, in network rows of the teacher run
-    (default FINAL_BUDGET, or SCHEDULE_BUDGET with a schedule), and ``jacobian_batch`` the latents each of its
-    Jacobians is taken on.
+    final fit always measures it. ``budget`` bounds the final fit's network rows, its teacher included, in units of
+    what the greedy fit would cost on the same batch (default FINAL_BUDGET, or SCHEDULE_BUDGET with a schedule);
+    ``jacobian_batch`` bounds the latents each of its Jacobians is taken on.
     ``callback`` receives ``{"phase": "teacher" | "stock" | "student" | "fit", "i": ..., "total": ..., "x": ...,
     "denoised": ...}``: per teacher/student step (the sampler's state and model output) and, for the final fit, per
     optimisation step (``i`` / ``total``: network rows spent of the budget; ``x`` and ``denoised``: the fit's

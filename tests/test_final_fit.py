@@ -1,0 +1,187 @@
+"""The final-sample fit (objective="final", schedule=True): guards, cost accounting, replay, schedule map, errors."""
+import math
+
+import pytest
+import torch
+
+import dode
+from dode.lambdas.calls import CountedModel, ReplayModel, Trajectory
+from dode.lambdas.final import ScheduleMap
+from dode.samplers import SAMPLER_NAMES, get_solver, karras_sigmas
+
+
+def noise(batch, seed, sigma_max=80.0, dim=64):
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed)) * sigma_max
+
+
+def teacher_final(model, x, sigmas, fit):
+    """The fit's target recomputed by hand: the teacher on the input grid refined ``fit.scale`` times."""
+    grid = dode.lambdas.teacher_grid(sigmas, sigmas, fit.scale).to(sigmas.dtype)
+    return dode.sample(model, x, grid, fit.teacher, disable=True)
+
+
+@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+def test_final_fit_never_ends_further_from_the_teacher_than_stock(gmm, sampler):
+    x, sigmas = noise(8, 1), karras_sigmas(5)
+    fit = dode.distill(gmm, x, sigmas, sampler, objective="final", scale=4, disable=True)
+    target = teacher_final(gmm, x, sigmas, fit)
+    stock = dode.sample(gmm, x, sigmas, sampler, disable=True)
+    fitted = dode.sample(gmm, x, fit.sigmas.float(), sampler, lambdas=fit.lambdas, disable=True)
+    rmse = lambda a: (a.double() - target.double()).square().mean().sqrt().item()
+    assert rmse(fitted) < rmse(stock)  # strictly: an exact GMM always leaves room for λ
+    assert fit.report.rmse_stock == pytest.approx(rmse(stock), rel=1e-6)
+    assert fit.report.rmse_after == pytest.approx(rmse(fitted), rel=1e-5)
+    assert torch.equal(fit.sigmas, sigmas.double()) and fit.schedule == "given" and fit.lambdas[0] == 0
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "heun", "dpmpp_3m"])
+def test_schedule_fit_keeps_the_ends_and_beats_lambda_alone(gmm, sampler):
+    x, sigmas = noise(16, 2), karras_sigmas(5)
+    alone = dode.distill(gmm, x, sigmas, sampler, objective="final", scale=4, disable=True)
+    fit = dode.distill(gmm, x, sigmas, sampler, schedule=True, scale=4, disable=True)
+    assert fit.schedule == "fitted" and fit.objective == "final"
+    assert fit.sigmas[0] == sigmas[0] and fit.sigmas[-1] == 0 and (fit.sigmas[1:] < fit.sigmas[:-1]).all()
+    assert not torch.allclose(fit.sigmas, sigmas.double()) and torch.equal(fit.input_sigmas, sigmas.double())
+    assert fit.report.rmse_after < alone.report.rmse_after < alone.report.rmse_stock
+    assert len(fit.lambdas) == dode.nfe(sampler, fit.sigmas)
+
+
+def test_a_fit_that_cannot_improve_returns_the_stock_sampler_with_a_warning(gmm):
+    """With the student as its own teacher (scale 1) the stock run is the teacher: nothing is strictly closer."""
+    x, sigmas = noise(4, 3), karras_sigmas(4)
+    fit = dode.distill(gmm, x, sigmas, "euler", teacher="euler", scale=1, schedule=True, disable=True)
+    assert fit.lambdas.tolist() == [0.0] * 4 and torch.equal(fit.sigmas, sigmas.double())
+    assert fit.report.rmse_stock == 0 and fit.report.rmse_after == 0
+    assert any("stock sampler" in w for w in fit.report.warnings)
+
+
+def test_nan_from_the_model_never_reaches_lambda(gmm):
+    """A model that returns NaN off the user's grid: every moved grid is rejected (L = inf), λ and σ stay finite."""
+    sigmas = karras_sigmas(4)
+    on_grid = set(sigmas.tolist())
+
+    def picky(x, s):
+        out = gmm(x, s)
+        return out if float(s[0]) in on_grid or float(s[0]) < 0.01 else out * math.nan
+
+    fit = dode.distill(picky, noise(4, 4), sigmas, "euler", teacher="euler", scale=1, schedule=True, disable=True)
+    assert torch.isfinite(fit.lambdas).all() and torch.isfinite(fit.sigmas).all()
+    assert torch.equal(fit.sigmas, sigmas.double())
+
+
+def test_cost_is_counted_for_every_call_and_row(gmm):
+    calls = []
+
+    def model(x, s):
+        calls.append(x.shape[0])
+        return gmm(x, s)
+
+    fit = dode.distill(model, noise(12, 5), karras_sigmas(5), "dpmpp_2m", schedule=True, scale=4, jacobian_batch=5,
+                       disable=True)
+    assert fit.report.network_calls == len(calls) and fit.report.network_rows == sum(calls)
+    assert {5, 12} <= set(calls) <= {5, 12}  # Jacobians on sub-batches of 5, everything else on the whole batch
+    assert fit.report.teacher_nfe == 4 * 5
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "heun"])
+@pytest.mark.parametrize("steps", [5, 10])
+def test_final_fits_cost_at_most_3x_and_6x_the_greedy_fit(gmm, sampler, steps):
+    x, sigmas = noise(16, 6), karras_sigmas(steps)
+    greedy = dode.distill(gmm, x, sigmas, sampler, objective="greedy", disable=True).report.network_rows
+    final = dode.distill(gmm, x, sigmas, sampler, objective="final", disable=True).report.network_rows
+    schedule = dode.distill(gmm, x, sigmas, sampler, schedule=True, disable=True).report.network_rows
+    assert final <= 3 * greedy and schedule <= 6 * greedy
+
+
+def test_replay_answers_the_unchanged_head_bit_for_bit(gmm):
+    """A rerun with λ_3 changed calls the network only from evaluation 4 on, and ends exactly where a plain run ends."""
+    x, sigmas, solver = noise(6, 7), karras_sigmas(6), get_solver("dpmpp_3m")
+    base, counted = Trajectory(), CountedModel(gmm)
+    solver.fn(ReplayModel(counted, record=base), x, sigmas, disable=True, lambdas=[0.0, 0.2, 0.1, 0, 0, 0])
+    assert counted.calls == 6
+    changed = [0.0, 0.2, 0.1, 0.5, 0, 0]
+    replayed = solver.fn(ReplayModel(counted, replay=base), x, sigmas, disable=True, lambdas=changed)
+    assert counted.calls == 6 + 2
+    assert torch.equal(replayed, solver.fn(gmm, x, sigmas, disable=True, lambdas=changed))
+    rows = torch.tensor([1, 4])
+    sub = solver.fn(ReplayModel(counted, replay=base, rows=rows), x[rows], sigmas, disable=True, lambdas=changed)
+    assert counted.calls == 8 + 2 and counted.rows == 6 * 8 + 2 * 2
+    assert torch.allclose(sub, replayed[rows], rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_output_of_the_wrong_shape_is_refused(gmm):
+    with pytest.raises(ValueError, match="returned \\(4, 1\\) for an input of shape \\(4, 64\\)"):
+        dode.distill(lambda x, s: gmm(x, s)[:, :1], noise(4, 8), karras_sigmas(3), "euler", disable=True)
+
+
+def test_an_fp16_grid_keeps_the_teacher_grid_in_float32(gmm):
+    seen = []
+
+    def model(x, s):
+        seen.append(s.dtype)
+        return gmm(x.float(), s.float()).to(x.dtype)
+
+    fit = dode.distill(model, noise(4, 9), karras_sigmas(4).half(), "euler", objective="greedy", disable=True)
+    assert torch.float32 in seen and torch.isfinite(fit.lambdas).all()
+    assert not any("NaN" in w for w in fit.report.warnings)
+
+
+def test_schedule_map_is_the_grid_at_zero_and_monotone_inside_the_floor():
+    sigmas = karras_sigmas(6, sigma_min=0.03, sigma_max=14.6)
+    exact = ScheduleMap(sigmas)
+    assert exact.exact and torch.allclose(exact.sigmas(torch.zeros(5, dtype=torch.float64)), sigmas.double(),
+                                          rtol=1e-6)
+    floored = ScheduleMap(sigmas, floor=float(sigmas[-2]))
+    assert not floored.exact  # the last positive σ sits on the floor: the slack starts above 0
+    torch.manual_seed(0)
+    for u in torch.randn(20, 5, dtype=torch.float64) * 3:
+        grid = floored.sigmas(u)
+        assert grid[0] == sigmas[0] and grid[-1] == 0 and (grid[1:] < grid[:-1]).all()
+        assert grid[-2] >= float(sigmas[-2]) * (1 - 1e-12)
+    tail = torch.tensor([8.0, 3.0, 1.0, 0.5])  # a grid that does not end in 0 keeps its last σ
+    grid = ScheduleMap(tail).sigmas(torch.tensor([0.5, -0.5], dtype=torch.float64))
+    assert grid[0] == 8 and grid[-1] == 0.5 and (grid[1:] < grid[:-1]).all()
+
+
+def test_a_fitted_schedule_entry_is_found_by_its_range_and_by_its_grid(gmm, tmp_path):
+    sigmas = karras_sigmas(4)
+    fit = dode.distill(gmm, noise(8, 10), sigmas, "euler", schedule=True, scale=4, disable=True)
+    path = dode.save_lambdas(tmp_path / "m.dode.safetensors", fit, model="m", cfg=4.5)
+    entries = dode.load_lambdas(path)
+    found = dode.find_schedule(entries, "euler", 4, 80.0, 0.0, model="m", cfg=4.5)
+    assert found.schedule == "fitted" and found.objective == "final"
+    assert torch.equal(found.sigmas, fit.sigmas) and torch.equal(found.lambdas, fit.lambdas)
+    assert dode.find_lambdas(entries, "euler", fit.sigmas.float(), model="m", cfg=4.5) == found
+    with pytest.raises(dode.LambdaNotFound):
+        dode.find_lambdas(entries, "euler", sigmas, model="m", cfg=4.5)  # not valid for the user's own grid
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"objective": "last"}, "objective must be one of 'final', 'greedy'"),
+    ({"objective": "greedy", "schedule": True}, "schedule=True fits the σ grid to the final sample"),
+    ({"sigmas": karras_sigmas(1), "schedule": True}, "a 1-step grid has none"),
+    ({"sigma_range": (0.01, 40.0)}, "the model can use σ in \\[0.01, 40\\]"),
+    ({"sigma_range": (5.0, 1.0)}, "sigma_range must be"),
+    ({"budget": 0}, "budget must be a positive number"),
+])
+def test_bad_fit_arguments_get_one_clear_error(gmm, args, message):
+    kwargs = {"x": noise(2, 11), "sigmas": karras_sigmas(4), "sampler": "euler", "disable": True, **args}
+    with pytest.raises(ValueError, match=message):
+        dode.distill(gmm, **kwargs)
+
+
+def test_sigma_range_keeps_a_fitted_grid_inside_the_models_range(gmm):
+    sigmas = karras_sigmas(4, sigma_min=0.05, sigma_max=60.0)
+    fit = dode.distill(gmm, noise(8, 12), sigmas, "euler", schedule=True, sigma_range=(0.05, 60.0), scale=4,
+                       disable=True)
+    positive = fit.sigmas[fit.sigmas > 0]
+    assert positive.min() >= 0.05 * (1 - 1e-6) and positive.max() == sigmas[0]
+
+
+def test_progress_reports_the_fit_phase_within_its_budget(gmm):
+    seen = []
+    dode.distill(gmm, noise(4, 13), karras_sigmas(4), "euler", schedule=True, scale=2, callback=seen.append,
+                 disable=True)
+    fit = [s for s in seen if s["phase"] == "fit"]
+    assert {s["phase"] for s in seen} == {"teacher", "fit"} and fit
+    assert all(0 <= s["i"] <= s["total"] for s in fit) and fit[0]["x"].shape == (4, 64)
