@@ -254,9 +254,10 @@ def compare_figure(title, body, charts=(), note="", margin=20, spacing=24):
     return img
 
 
-def distill_plot(sampler, steps, lambdas, sigmas, rmse_stock, rmse_dode, teacher=None, scale=None):
-    """The Distill λ node's chart as a ComfyUI IMAGE: λ per evaluation, titled with sampler, steps and the
-    stock → D-ODE RMSE to the teacher."""
+def distill_plot(sampler, steps, lambdas, sigmas, rmse_stock, rmse_dode, teacher=None, scale=None,
+                 caption="sigma the network is evaluated at  (bars: lambda)"):
+    """The Distill λ node's chart as a ComfyUI IMAGE: λ per evaluation over ``sigmas`` (described by ``caption``),
+    titled with sampler, steps and the stock → D-ODE RMSE to the teacher."""
     title = f"D-ODE lambda per evaluation: {sampler}, {steps} steps"
     if teacher:
         title += f" (teacher {teacher}" + (f" x{scale})" if scale else ")")
@@ -265,4 +266,4 @@ def distill_plot(sampler, steps, lambdas, sigmas, rmse_stock, rmse_dode, teacher
         return "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
     subtitle = f"RMSE to teacher: stock {fmt(rmse_stock)} -> D-ODE {fmt(rmse_dode)}"
-    return to_image_tensor(lambda_chart(lambdas, sigmas, title=title, subtitle=subtitle))
+    return to_image_tensor(lambda_chart(lambdas, sigmas, title=title, subtitle=subtitle, caption=caption))

@@ -44,6 +44,10 @@ def test_node_chart_is_a_comfyui_image_with_bars_on_both_sides_of_zero():
     assert image.shape == (1, 300, 480, 3) and image.dtype == torch.float32
     assert image.min() >= 0 and image.max() <= 1 and image.is_contiguous()
     assert len(bar_heights(image, BLUE)) == 3 and len(bar_heights(image, ORANGE)) == 1
+    other = plot.distill_plot("euler", 5, [0.0, 0.3, -0.2, 0.1, 0.05], [8.0, 4.0, 2.0, 1.0, 0.0], 0.0123, 0.0045,
+                              teacher="dpmpp_2m", scale=10, caption="sigma each evaluation's step lands on")
+    changed = (other != image).any(-1)[0].nonzero()
+    assert len(changed) and changed[:, 0].min() >= 300 - 22  # only the caption line, at the bottom, differs
 
 
 def test_bar_heights_follow_lambda():
