@@ -145,11 +145,18 @@ LOADER_INPUTS = ("ckpt_name", "unet_name")
 
 def loader_file_name(prompt=None, node_id=None):
     """The stem of the checkpoint / UNET file feeding ``node_id``'s ``model`` input in ``prompt`` (default: the
-    running prompt), following ``model`` links upstream through LoRA loaders, ModelSampling* nodes, etc.; or None."""
+    running prompt), following ``model`` links upstream through LoRA loaders, ModelSampling* nodes, etc.; where the
+    node is unknown (ComfyUI tracks it only for prompts queued with a client id), the prompt's only loader; or None."""
     if prompt is None:
         prompt, node_id = current_prompt()
+    if not isinstance(prompt, dict):
+        return None
+    if str(node_id) not in prompt:
+        loaders = [key for key, node in prompt.items() if isinstance(node, dict) and
+                   any(isinstance((node.get("inputs") or {}).get(name), str) for name in LOADER_INPUTS)]
+        node_id = loaders[0] if len(loaders) == 1 else None
     seen = set()
-    node = prompt.get(str(node_id)) if isinstance(prompt, dict) else None
+    node = prompt.get(str(node_id))
     while isinstance(node, dict) and id(node) not in seen:
         seen.add(id(node))
         inputs = node.get("inputs") or {}

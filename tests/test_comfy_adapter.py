@@ -787,6 +787,9 @@ def test_lambda_files_are_named_after_the_loaded_model_file(clean):
     assert clean.sampling.loader_file_name() == "my_unet"
     assert clean.sampling.loader_file_name(prompt, "1") == "my_unet"
     assert clean.sampling.loader_file_name({"5": {"inputs": {"model": ["9", 0]}}}, "5") is None
+    assert clean.sampling.loader_file_name(prompt, None) == "my_unet"  # node unknown: the prompt's only loader
+    two = {**prompt, "7": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "other.safetensors"}}}
+    assert clean.sampling.loader_file_name(two, None) is None  # which one? not a guess
     distill(clean, make_model(clean))
     (path,) = clean.lambda_dir.glob("*.safetensors")
     assert path.name.startswith("my_unet-") and path.name.endswith("-euler.safetensors")

@@ -31,7 +31,7 @@ function showReport(node, text) {
     }
   }
   widget.value = text;
-  node.setSize?.([Math.max(node.size[0], 420), node.computeSize()[1]]);
+  node.setSize?.([Math.max(node.size[0], 480), Math.max(node.size[1], node.computeSize()[1] + 160)]);
   node.setDirtyCanvas?.(true, true);
 }
 
