@@ -33,8 +33,8 @@ def run(cases=CASES, batches=BATCHES, eval_batch=2000, log=print):
     log(f"converged ODE reference on {eval_batch} held-out latents …")
     reference = converged(model, eval_x)
     result = {"fd_converged": fd_digits(reference), "eval_batch": eval_batch, "rows": []}
-    log(f"| sampler | steps | fit | fit latents | FD (each draw) | FD median / ODE | RMSE median |\n"
-        f"|---|---|---|---|---|---|---|")
+    log("| sampler | steps | fit | fit latents | FD (each draw) | FD median / ODE | RMSE median |\n"
+        "|---|---|---|---|---|---|---|")
     jobs = [(s, n, name, size) for s, n in cases for name in FITS for size in batches]
     with tqdm(jobs, desc="fit-batch study", unit="row", leave=False) as bar:
         emit = bar.write if log is print else log

@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from ..samplers import check_sigmas, flow_option, get_solver, nfe
+from ..samplers import flow_option, get_solver, nfe
 from .calls import ReplayModel, Trajectory
 
 MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
