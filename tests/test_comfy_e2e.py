@@ -15,6 +15,8 @@ test-only conditioning node, and a tiny random MMDiT (built with ComfyUI's own c
   its λ (log, equal to SamplerCustom fed by Distill λ's SIGMAS and SAMPLER, different from stock); a KSampler fed by
   Distill λ's MODEL re-runs with the new fit when the distillation changes, without a seed change;
 - the pack's ``dode.status`` messages reach the browser over the websocket, and Distill λ's report is a UI output;
+  with ``DODE_E2E_CHROMIUM`` set (and ComfyUI's frontend package installed), headless Chromium on the real frontend
+  shows them: toasts, and the report on the Distill λ node (web/dode.js);
 - the Distill λ graph writes a λ file, and a later KSampler ``euler_dode`` run picks it up and differs from stock;
 - D-ODE Sampler + SamplerCustom with the loaded λ file equals the KSampler ``euler_dode`` run;
 - D-ODE Model Options (on_missing = error / auto_distill) and interrupting a distillation (no partial file);
@@ -38,6 +40,7 @@ import torch
 torch.set_num_threads(1)
 
 COMFY = os.environ.get("COMFYUI_DIR")
+CHROMIUM = os.environ.get("DODE_E2E_CHROMIUM")  # a Chromium binary: also check what the browser shows
 pytestmark = pytest.mark.skipif(not COMFY, reason="set COMFYUI_DIR to a ComfyUI checkout to run the e2e suite")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,8 +129,9 @@ def server(tmp_path_factory):
     log_path = base / "comfyui.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with open(log_path, "w") as log_file:
+        ui = [] if CHROMIUM else ["--front-end-root", str(frontend)]  # the real frontend only for the browser check
         proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                 "--disable-auto-launch", "--disable-api-nodes", "--front-end-root", str(frontend),
+                                 "--disable-auto-launch", "--disable-api-nodes", *ui,
                                  "--preview-method", "latent2rgb",  # so sampling and distilling make previews
                                  "--base-directory", str(base)],
                                 cwd=COMFY, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -464,6 +468,48 @@ def test_unknown_combo_values_fail_validation(server):
         assert error.value.code == 400
         body = error.value.read().decode()
         assert message in json.loads(body)["node_errors"]["5"]["errors"][0]["details"], body
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="set DODE_E2E_CHROMIUM to a Chromium binary (with ComfyUI's frontend "
+                                         "package installed) to check what the browser shows")
+def test_the_browser_shows_toasts_and_the_report(server, tmp_path):
+    port = free_port()
+    chrome = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+                               f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}",
+                               "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        devtools = f"http://127.0.0.1:{port}"
+        end = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(devtools + "/json", timeout=5).read()
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                assert time.time() < end and chrome.poll() is None, "Chromium did not start"
+                time.sleep(0.5)
+        graph = distill("euler", "browser_teacher", steps=2, scale=2, objective="greedy")
+        graph["5"]["inputs"].update(seed=61, save=False)
+        graph["6"] = {"class_type": "KSampler", "inputs": {
+            "model": ["5", 6], "seed": 62, "steps": 2, "cfg": CFG, "sampler_name": "euler_dode",
+            "scheduler": SCHEDULER, "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "denoise": 1.0}}
+        graph["10"] = {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "browser"}}
+        prompt_file, shot = tmp_path / "browser.json", tmp_path / "browser.png"
+        prompt_file.write_text(json.dumps(graph))
+        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+        done = subprocess.run([python, str(SUPPORT / "browser_check.py"), server.url + "/", devtools,
+                               str(prompt_file), str(shot)], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        if os.environ.get("DODE_E2E_KEEP"):
+            shutil.copy(shot, os.environ["DODE_E2E_KEEP"] + ".png")
+    finally:
+        chrome.terminate()
+        chrome.wait(timeout=30)
+    assert seen["error"] is None, seen
+    assert seen["report"].startswith("D-ODE euler: euler, 2 steps") and "λ:" in seen["report"]
+    assert any("Distill λ: euler, 2 steps" in t for t in seen["toasts"]), seen["toasts"]
+    assert any("euler_dode: λ from Distill λ (euler, 2 steps)" in t for t in seen["toasts"]), seen["toasts"]
 
 
 def test_model_options_error_and_auto_distill(server):
