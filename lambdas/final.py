@@ -143,9 +143,9 @@ class FinalFit:
         start = (self.jacobians * self.jacobian_batch) % batch
         return (torch.arange(self.jacobian_batch) + start) % batch
 
-    def jacobian(self, theta, trajectory, final, active):
-        """∂r/∂θ_k for k in ``active``, on the Jacobian rows, by forward differences, each run replaying the unchanged
-        head of ``trajectory``. A column that is not finite (the model gave NaN/inf there) is 0: that direction is
+    def jacobian(self, theta, trajectory, final):
+        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of
+        ``trajectory``. A column that is not finite (the model gave NaN/inf there) is 0: that direction is
         not used."""
         self.rows = self.next_rows()
         self.jacobians += 1
@@ -153,7 +153,7 @@ class FinalFit:
             self.rows = self.rows.to(self.x.device)
         base = self.residual(final if self.rows is None else final[self.rows], self.rows)
         columns = []
-        for k in active:
+        for k in range(self.size):
             step = theta.clone()
             step[k] += FD_STEP
             column = (self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEP
@@ -165,10 +165,9 @@ class FinalFit:
             theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
         return theta
 
-    def optimise(self, start, budget, active, progress=None):
-        """Levenberg–Marquardt on the parameters ``active`` (indices into θ) from ``start`` = (θ, L, r, trajectory,
-        final) until it converges or has spent ``budget`` network rows; returns the best (θ, L, r, trajectory, final)
-        evaluated.
+    def optimise(self, start, budget, progress=None):
+        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final) until it converges or has spent
+        ``budget`` network rows; returns the best (θ, L, r, trajectory, final) evaluated.
 
         The damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step whose actual/predicted
         decrease is ρ; × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update; a rejected
@@ -182,7 +181,7 @@ class FinalFit:
                 if cost["jacobian"] and self.model.rows - spent + cost["jacobian"] > budget:
                     break
                 before = self.model.rows
-                jac, fresh = self.jacobian(theta, trajectory, final, active), True
+                jac, fresh = self.jacobian(theta, trajectory, final), True
                 cost["jacobian"] = self.model.rows - before
             if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
                 break
@@ -190,9 +189,7 @@ class FinalFit:
             delta = lm_step(jac, r_rows, damping)
             if not torch.isfinite(delta).all():
                 break
-            candidate = theta.clone()
-            candidate[active] += delta
-            candidate = self.project(candidate)
+            candidate = self.project(theta + delta)
             before = self.model.rows
             _, c_loss, c_r, c_traj, c_final = self.evaluate(candidate, trajectory)
             cost["trial"] = max(cost["trial"], self.model.rows - before)

@@ -309,13 +309,7 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     ticker = None if callback is None else (
         lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
                                        "total": max(budget_rows, 1), "x": final, "denoised": final}))
-    state = start
-    if schedule_map is not None:  # λ alone first: the joint fit then starts from (and can only improve on) it
-        lambdas_only = list(range(len(fit.free)))
-        first = min(FINAL_BUDGET * greedy_rows(x, sigmas, sampler, teacher, flow) - teacher_rows, budget_rows / 2)
-        state = fit.optimise(state, first - (model.rows - teacher_rows), lambdas_only, ticker)
-    state = fit.optimise(state, budget_rows - (model.rows - teacher_rows), list(range(fit.size)), ticker)
-    theta, loss, _, trajectory, samples = state
+    theta, loss, _, trajectory, samples = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker)
     report.trials = fit.history
     if not loss < stock[1]:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
