@@ -366,28 +366,43 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, run, want):
 
 
 class Progress:
-    """Distillation progress on ComfyUI's progress bar: one bar over all phases (teacher, stock, student), a latent
-    preview of each step's model output where ComfyUI has previews on, and a check for interruption at every step."""
+    """Distillation progress on ComfyUI's progress bar: one bar over all phases (teacher, stock, student, or teacher
+    and fit), a latent preview of each step's model output where ComfyUI has previews on, and a check for
+    interruption at every step. The final fit's own budget (network rows) is only known when it starts, so its phase
+    is FIT_UNITS wide, to keep one total from the first step."""
+    FIT_UNITS = 100
 
     def __init__(self, student_steps, phases=("teacher", "student"), node_id=None, previewer=None):
         self.student_steps = student_steps
         self.phases = phases
         self.node_id = node_id
         self.previewer = previewer
-        self.totals = {}
+        self.totals = {"fit": self.FIT_UNITS}
         self.bar = None
+        self.value = 0
 
     def __call__(self, info):
         import comfy.model_management
         import comfy.utils
         comfy.model_management.throw_exception_if_processing_interrupted()
         phase = info.get("phase", "student")
-        self.totals[phase] = int(info.get("total", self.student_steps))
+        step, total = int(info.get("i", 0)) + 1, int(info.get("total", self.student_steps))
+        if phase == "fit":
+            step, total = min(self.FIT_UNITS, self.FIT_UNITS * step // max(total, 1)), self.FIT_UNITS
+        self.totals[phase] = total
         totals = [self.totals.get(p, self.student_steps) for p in self.phases]
         offset = sum(totals[:self.phases.index(phase)]) if phase in self.phases else 0
         if self.bar is None:
             self.bar = comfy.utils.ProgressBar(sum(totals), node_id=self.node_id)
-        self.bar.update_absolute(offset + int(info.get("i", 0)) + 1, sum(totals), self.preview(info.get("denoised")))
+        self.value = max(self.value, offset + step)
+        self.bar.update_absolute(self.value, sum(totals), self.preview(info.get("denoised")))
+
+    def finish(self):
+        """Fills the bar to its end: a final-objective fit that converges early stops short of its budget."""
+        total = sum(self.totals.get(p, self.student_steps) for p in self.phases)
+        if self.bar is not None and self.value < total:
+            self.value = total
+            self.bar.update_absolute(total, total)
 
     def preview(self, denoised):
         """ComfyUI's preview of this step's model output (as KSampler sends it), or None."""
@@ -428,10 +443,12 @@ def distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, teacher
     objective = "final" if schedule else objective or core_lambdas.DEFAULT_OBJECTIVE
     progress = Progress(len(sigmas) - 1, fit_phases(objective, compare_stock), node_id,
                         previewer=previewer_for(run.patcher))
-    return core_lambdas.distill(model, x, sigmas, sampler=name, teacher=teacher, scale=int(scale),
-                                extra_args=extra_args, callback=progress, compare_stock=compare_stock,
-                                disable=disable, objective=objective, schedule=schedule, sigma_range=sigma_range,
-                                **solver_kwargs(name, run.flow))
+    result = core_lambdas.distill(model, x, sigmas, sampler=name, teacher=teacher, scale=int(scale),
+                                  extra_args=extra_args, callback=progress, compare_stock=compare_stock,
+                                  disable=disable, objective=objective, schedule=schedule, sigma_range=sigma_range,
+                                  **solver_kwargs(name, run.flow))
+    progress.finish()
+    return result
 
 
 def model_sigma_range(run):

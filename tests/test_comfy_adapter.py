@@ -562,9 +562,10 @@ def test_flow_models_pass_comfyui_offset_first_sigma(clean):
     assert clean.sampling.flow_option(ms) == pytest.approx(ms.percent_to_sigma(1e-4))
     assert 0 < clean.sampling.flow_option(ms) < 1
     assert clean.sampling.flow_option(make_model(clean).model.model_sampling) is False
-    # euler ignores it; the by-name sampler runs on a flow model and matches stock without λ
-    assert torch.equal(ksample(clean, flow, "euler_dode", scheduler="simple"),
-                       ksample(clean, flow, "euler", scheduler="simple"))
+    # only the solvers whose stock update depends on it take it (test_lambda_runs_pass_comfyui_flow_option)
+    offset = clean.sampling.flow_option(ms)
+    assert clean.sampling.solver_kwargs("dpmpp_3m", offset) == {"flow": offset}
+    assert clean.sampling.solver_kwargs("euler", offset) == {} and clean.sampling.solver_kwargs("dpmpp_2s", False) == {}
 
 
 def explicit_loose_on(cx, lambdas):
@@ -871,3 +872,13 @@ def test_first_call_on_a_7gb_checkpoint_does_not_wait_for_its_hash(clean, tmp_pa
     later = clean.identity.fingerprint(model)
     assert later.aliases == ("0123abcdef",) and later.alias_pending is None and later.key == first.key
     assert hashed == [str(big)]  # once per file version
+
+
+def test_final_objective_distill_fills_one_progress_bar(clean):
+    """The final fit reports its teacher steps, then its budget of network rows; the bar ends full even when the fit
+    converges before the budget."""
+    seen = []
+    clean.utils.PROGRESS_BAR_HOOK = lambda value, total, preview, node_id=None: seen.append((value, total))
+    distill(clean, make_model(clean), steps=4, scale=3, save=False, objective="final")
+    assert len({t for _, t in seen}) == 1 and seen[-1][0] == seen[-1][1]
+    assert [v for v, _ in seen] == sorted(v for v, _ in seen)
