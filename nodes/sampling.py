@@ -340,6 +340,12 @@ def on_missing(name, model, x, sigmas, extra_args, callback, disable, run, reaso
     return stock_sample(name, model, x, sigmas, extra_args, callback, disable, run)
 
 
+def keep_unsaved(entry):
+    """Keeps a fit that could not be saved for this process's lookups (newest first)."""
+    with _unsaved_lock:
+        _unsaved.insert(0, entry)
+
+
 def auto_distill(name, model, x, sigmas, extra_args, disable, run, want):
     """Fits λ on this batch, saves it and returns the student's samples. A fit that cannot be saved (a read-only or
     broken λ folder) is still used, kept in memory for this process, and the user is told why."""
@@ -355,8 +361,7 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, run, want):
     try:
         path = store.add(run.identity, name, entry)
     except Exception as e:  # the fit is paid for: sample with it, keep it, say why it was not saved
-        with _unsaved_lock:
-            _unsaved.insert(0, entry)
+        keep_unsaved(entry)
         feedback.tell(f"{dode_name(name)}: λ fitted but not saved ({type(e).__name__}: {e}); this run uses it and "
                       "this ComfyUI keeps it in memory until it restarts. Fix or remove the file named above.",
                       "warning")

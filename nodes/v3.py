@@ -57,8 +57,6 @@ def fix_latent(model, latent):
     return fix(model, latent["samples"])
 
 
-
-
 def check_choice(name, value, options):
     """A COMBO value that ComfyUI v0.3.x does not check for V3 nodes: None if valid, else the error text."""
     options = list(options)
@@ -170,7 +168,13 @@ class DistillLambdas(io.ComfyNode):
                              denoise=None if custom else float(denoise), seed=int(seed))
         where = "not saved (save is off)"
         if save:
-            where = store.add(identity, sampler_name, entry)
+            try:
+                where = store.add(identity, sampler_name, entry)
+            except Exception as e:  # the fit is paid for: return it, keep it for the *_dode samplers, say why
+                sampling.keep_unsaved(entry)
+                where = f"not saved ({type(e).__name__}: {e}); kept in memory until ComfyUI restarts"
+                feedback.tell(f"Distill λ: λ fitted but {where}", "warning")
+                save = False
         summary = result.report.summary()
         report = (f"D-ODE {sampler_name}: {entry.describe()}\nλ: "
                   + ", ".join(f"{v:.4f}" for v in entry.lambdas.tolist())

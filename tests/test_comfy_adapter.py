@@ -813,6 +813,15 @@ def test_auto_distill_that_cannot_save_keeps_the_fit(clean):
     assert torch.equal(first, second) and len(told(clean, "auto-distilling")) == 1
     assert told(clean, "euler_dode: λ from an unsaved fit of this process")
 
+    # Distill λ likewise: its outputs carry the fit, the store lookups of this process find it
+    steps4 = clean.store.default_file(clean.sampling.model_identity(model), "heun")
+    with open(steps4, "wb") as f:
+        f.write(b"garbage")
+    sampler, lambdas, _, report, *_ = distill(clean, model, sampler="heun", steps=4)
+    assert "not saved (LambdaFileError" in report and told(clean, "Distill λ: λ fitted but not saved")
+    sigmas4 = clean.v3.compute_sigmas(model, "heun", "karras", 4, 1.0)
+    assert torch.equal(ksample(clean, model, "heun_dode", steps=4), custom(clean, model, sampler, sigmas4))
+
 
 def test_dual_cfg_guider_is_refused_clearly(clean):
     """λ is keyed by one CFG scale; Guider_DualCFG has two (its .cfg stays 1), so no λ is looked up or fitted."""
