@@ -304,6 +304,7 @@ def test_distill_writes_lambdas_and_ksampler_uses_them(server):
     files = server.lambda_files()
     new = [f for f in files if f not in before]
     assert len(new) == 1 and new[0].name.endswith("-euler.safetensors"), files
+    assert new[0].name.startswith("tiny_mmdit-")  # named after the UNETLoader's file (v0.3.x records none)
     (fit,) = load_lambdas(new[0])
     assert fit.sampler == "euler" and fit.steps == STEPS and fit.cfg == CFG
     assert fit.model.startswith("fp1-") and fit.lambdas.abs().sum() > 0
@@ -510,6 +511,31 @@ def test_the_browser_shows_toasts_and_the_report(server, tmp_path):
     assert seen["report"].startswith("D-ODE euler: euler, 2 steps") and "λ:" in seen["report"]
     assert any("Distill λ: euler, 2 steps" in t for t in seen["toasts"]), seen["toasts"]
     assert any("euler_dode: λ from Distill λ (euler, 2 steps)" in t for t in seen["toasts"]), seen["toasts"]
+
+
+def test_dual_cfg_guider_runs_stock_and_says_why(server):
+    """Guider_DualCFG keeps .cfg = 1 and has two scales: a *_dode sampler under it looks up no λ (it would be keyed
+    cfg 1), runs ComfyUI's stock sampler and says so."""
+    def graph(sampler_node, prefix):
+        g = base_graph()
+        g["6"] = {"class_type": "DualCFGGuider", "inputs": {
+            "model": ["1", 0], "cond1": ["2", 0], "cond2": ["2", 0], "negative": ["3", 0], "cfg_conds": 3.0,
+            "cfg_cond2_negative": 2.0, "style": "regular"}}
+        g["7"] = sampler_node
+        g["8"] = {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": SCHEDULER,
+                                                              "steps": STEPS, "denoise": 1.0}}
+        g["10"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 71}}
+        g["5"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["10", 0], "guider": ["6", 0], "sampler": ["7", 0], "sigmas": ["8", 0], "latent_image": ["4", 0]}}
+        g["9"] = {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": prefix}}
+        return g
+
+    select = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler_dode"}}
+    dode = server.latent(server.run(graph(select, "dual_dode")))
+    stock = server.latent(server.run(graph({"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+                                           "dual_stock")))
+    assert torch.equal(dode, stock)
+    assert "Guider_DualCFG has two CFG scales (cfg1 3, cfg2 2)" in server.log()
 
 
 def test_model_options_error_and_auto_distill(server):
