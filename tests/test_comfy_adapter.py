@@ -686,7 +686,6 @@ def test_dode_scheduler_without_a_fit_is_simple_bit_for_bit_and_says_so_once(cle
 
 
 def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
-    from dode import LambdaEntry
     model = make_model(clean)
     entry = fitted_entry(clean, model)
     clean.store.store().add(clean.lambda_dir / "fits.safetensors", entry)
