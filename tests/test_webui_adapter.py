@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from copy import copy
 from types import SimpleNamespace
 
 import pytest
@@ -650,3 +651,26 @@ def test_auto_distill_without_fit_schedule_keeps_the_karras_grid(webui):
     generate(webui, "Euler (D-ODE)", p, 5)  # still no fitted schedule: Karras again, now with its λ
     assert p.extra_generation_params["D-ODE schedule"] == "Karras (no fit)"
     assert p.extra_generation_params["D-ODE λ"].endswith("#0") and "D-ODE fit" not in p.extra_generation_params
+
+
+def test_xyz_cells_do_not_inherit_the_infotext_of_the_cell_before(webui):
+    """The X/Y/Z plot runs each cell on copy(p): one extra_generation_params dict for all cells."""
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 2
+    p = make_p(scheduler="D-ODE fitted")
+    generate(webui, "Euler (D-ODE)", p, 4)
+    assert {"D-ODE schedule", "D-ODE λ", "D-ODE fit"} <= set(p.extra_generation_params)
+    cell = copy(p)
+    cell.scheduler = "Karras"
+    generate(webui, "Euler (D-ODE)", cell, 4)  # λ exists for nothing on Karras yet: fitted now, no schedule
+    assert cell.extra_generation_params is p.extra_generation_params
+    assert "D-ODE schedule" not in cell.extra_generation_params and "D-ODE fit" in cell.extra_generation_params
+    cell = copy(p)
+    cell.scheduler = "Karras"
+    generate(webui, "Euler", cell, 4)  # a stock sampler: no D-ODE infotext at all
+    assert not [k for k in cell.extra_generation_params if k.startswith("D-ODE")]
+    hires = copy(p)
+    hires.extra_generation_params = {"D-ODE λ": "first.safetensors#0", "Hires D-ODE λ": "old.safetensors#3"}
+    hires.is_hr_pass, hires.hr_scheduler = True, "Karras"
+    generate(webui, "Euler", hires, 4)  # the Hires pass clears only its own keys
+    assert hires.extra_generation_params == {"D-ODE λ": "first.safetensors#0"}

@@ -4,20 +4,26 @@ Skipped unless WEBUI_DIR points at a WebUI checkout whose environment is install
 - WEBUI_PYTHON: the WebUI's python (default: WEBUI_DIR/venv/bin/python, else this python);
 - WEBUI_ARGS: extra launch flags (default: A1111's CPU flags; Forge: "--always-cpu --skip-torch-cuda-test
   --skip-version-check");
-- WEBUI_E2E_TXT2IMG=1: also loads a checkpoint (WEBUI_CKPT, default A1111's test/test_files/empty.pt, random weights)
-  and runs txt2img with "Euler (D-ODE)" and auto-distill. A1111 builds its CLIP text encoder from the local folder
-  openai/clip-vit-large-patch14/ in its working directory; offline, this test writes one there (tokenizer files made
-  from the BPE table that open_clip ships in the WebUI's environment, and a ViT-L/14 config), unless WEBUI_CLIP_DIR
-  names a working directory that already has it.
+- WEBUI_E2E_TXT2IMG=1: also loads a checkpoint and runs generations: txt2img and img2img with auto-distill and
+  reuse, the schedule type "D-ODE fitted" (fallback, auto-distill with fit_schedule, reuse, a stock sampler on it, an
+  X/Y/Z plot over schedule types) at batch sizes 1 and 2. The checkpoint is WEBUI_CKPT, else a randomly initialised
+  SD1.5 checkpoint this test builds with the WebUI's own ldm/transformers classes (seeded; the zero-initialised output
+  layers are made non-zero so that the network's output depends on its input: A1111's test/test_files/empty.pt is
+  all zeros, every sampler then gives the same image and no fit can show anything). A1111 builds its CLIP text
+  encoder from the local folder openai/clip-vit-large-patch14/ in its working directory; offline, this test writes
+  one there (tokenizer files made from the BPE table that open_clip ships in the WebUI's environment, and a ViT-L/14
+  config), unless WEBUI_CLIP_DIR names a working directory that already has it.
 
 The WebUI runs with --data-dir in a temporary folder whose extensions/ links to this repo, so WEBUI_DIR is not
-modified. The samplers must appear in /sdapi/v1/samplers, and the settings must be accepted by /sdapi/v1/options.
+modified. The samplers must appear in /sdapi/v1/samplers, "D-ODE fitted" in /sdapi/v1/schedulers, and the settings
+must be accepted by /sdapi/v1/options.
 """
 import gzip
 import importlib
 import importlib.machinery
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -94,6 +100,65 @@ def write_clip_folder(cwd, python):
                    "text_config": text, "vision_config": vision}, f)
 
 
+RANDOM_CHECKPOINT = r"""
+import sys
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel
+webui, config, out = sys.argv[1:4]
+sys.path.insert(0, webui + "/repositories/stable-diffusion-stability-ai")
+from ldm.util import instantiate_from_config
+torch.manual_seed(0)
+config = OmegaConf.load(config).model.params
+parts = {"model.diffusion_model.": instantiate_from_config(config.unet_config),
+         "first_stage_model.": instantiate_from_config(config.first_stage_config),
+         "cond_stage_model.transformer.": CLIPTextModel(CLIPTextConfig(  # CLIP ViT-L/14's text tower
+             hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+             max_position_embeddings=77, vocab_size=49408, projection_dim=768, hidden_act="quick_gelu"))}
+state = {}
+for prefix, module in parts.items():
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().float()
+        if name.endswith("weight") and tensor.ndim > 1 and not tensor.any():  # zero_module() layers
+            tensor = torch.randn(tensor.shape) / tensor[0].numel() ** 0.5
+        state[prefix + name] = tensor.half().contiguous() if tensor.is_floating_point() else tensor.contiguous()
+save_file(state, out)
+"""
+
+
+def tiny_sd1_config():
+    """An SD1-family LatentDiffusion config (SD1.5's noise schedule, latent format, CLIP ViT-L/14 text encoder) with a
+    small UNet and VAE, so that a CPU generation takes seconds. The WebUI uses ``<checkpoint stem>.yaml`` next to a
+    checkpoint as its config."""
+    unet = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32, "attention_resolutions": [1],
+            "num_res_blocks": 1, "channel_mult": [1, 2], "num_heads": 2, "use_spatial_transformer": True,
+            "transformer_depth": 1, "context_dim": 768, "use_checkpoint": False, "legacy": False}
+    vae = {"embed_dim": 4, "monitor": "val/rec_loss", "lossconfig": {"target": "torch.nn.Identity"},
+           "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+                        "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}
+    return {"model": {"base_learning_rate": 1e-4, "target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": {
+        "linear_start": 0.00085, "linear_end": 0.012, "num_timesteps_cond": 1, "log_every_t": 200, "timesteps": 1000,
+        "first_stage_key": "jpg", "cond_stage_key": "txt", "image_size": 64, "channels": 4,
+        "cond_stage_trainable": False, "conditioning_key": "crossattn", "monitor": "val/loss_simple_ema",
+        "scale_factor": 0.18215, "use_ema": False,
+        "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": unet},
+        "first_stage_config": {"target": "ldm.models.autoencoder.AutoencoderKL", "params": vae},
+        "cond_stage_config": {"target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder"}}}}
+
+
+def write_random_checkpoint(path, webui, python, tiny=True):
+    """A seeded, randomly initialised SD1 checkpoint (fp16 safetensors) at ``path``: SD1.5's architecture (~2 GB), or
+    with ``tiny`` a small UNet and VAE whose config goes next to it (``<stem>.yaml``, JSON being YAML)."""
+    config = os.path.join(webui, "configs", "v1-inference.yaml")
+    if tiny:
+        config = os.path.splitext(str(path))[0] + ".yaml"
+        with open(config, "w") as f:
+            json.dump(tiny_sd1_config(), f)
+    subprocess.run([python, "-c", RANDOM_CHECKPOINT, webui, config, str(path)], check=True, capture_output=True,
+                   text=True)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,8 +193,12 @@ def server(tmp_path_factory):
             *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
     txt2img = os.environ.get("WEBUI_E2E_TXT2IMG") == "1"
     if txt2img:
-        ckpt = os.environ.get("WEBUI_CKPT", os.path.join(webui, "test", "test_files", "empty.pt"))
-        args += ["--ckpt", ckpt, "--do-not-download-clip", "--disable-nan-check"]
+        ckpt = os.environ.get("WEBUI_CKPT")
+        if not ckpt:
+            tiny = os.environ.get("WEBUI_E2E_MODEL", "tiny") == "tiny"
+            ckpt = tmp_path_factory.mktemp("webui-ckpt") / f"random-{'tiny' if tiny else 'sd15'}.safetensors"
+            write_random_checkpoint(ckpt, webui, python, tiny)
+        args += ["--ckpt", str(ckpt), "--do-not-download-clip", "--disable-nan-check"]
     cwd = os.environ.get("WEBUI_CLIP_DIR") or str(data)  # transformers finds openai/clip-vit-large-patch14 in cwd
     if txt2img and not os.environ.get("WEBUI_CLIP_DIR"):
         write_clip_folder(cwd, python)
@@ -193,7 +262,7 @@ def test_txt2img_auto_distills_then_reuses(server):
         pytest.skip("set WEBUI_E2E_TXT2IMG=1 to run generations")
     payload = {"prompt": "a photo of a cat", "sampler_name": "Euler (D-ODE)", "scheduler": "Karras", "steps": 4,
                "width": 64, "height": 64, "cfg_scale": 5, "seed": 1,
-               "override_settings": {"dode_auto_distill": True, "dode_scale": 2},
+               "override_settings": {"dode_auto_distill": True, "dode_scale": 2, "dode_objective": "greedy"},
                "override_settings_restore_afterwards": False}
     first = json.loads(request(server.base + "/sdapi/v1/txt2img", payload, timeout=900)["info"])
     text = first["infotexts"][0]
@@ -227,3 +296,86 @@ def pixels(b64):
     import io
     Image = pytest.importorskip("PIL.Image")
     return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").tobytes()
+
+
+def generate(server, **payload):
+    """(images, infotexts) of a txt2img request (64×64, 4 steps unless given; no grid image for batches)."""
+    overrides = {"return_grid": False, **payload.pop("override_settings", {})}
+    body = {"prompt": "a photo of a cat", "steps": 4, "width": 64, "height": 64, "seed": 1, **payload,
+            "override_settings": overrides, "override_settings_restore_afterwards": True}
+    answer = request(server.base + "/sdapi/v1/txt2img", body, timeout=1800)
+    return answer["images"], json.loads(answer["info"])["infotexts"]
+
+
+def field(infotext, key):
+    """The value of ``key`` in an infotext's parameter line (the WebUI quotes values with commas), or None."""
+    found = re.search(rf"(?:^|, ){re.escape(key)}: (\"(?:[^\"\\\\]|\\\\.)*\"|[^,\n]*)", infotext.splitlines()[-1])
+    if found is None:
+        return None
+    value = found.group(1)
+    return json.loads(value) if value.startswith('"') else value
+
+
+def test_fitted_schedule_type_is_listed(server):
+    schedulers = {s["name"]: s for s in request(server.base + "/sdapi/v1/schedulers")}
+    assert schedulers["dode_fitted"]["label"] == "D-ODE fitted", server.log.read_text()[-3000:]
+    assert "karras" in schedulers
+    scripts = request(server.base + "/sdapi/v1/script-info")
+    assert any(s["name"] == "d-ode" and s["is_alwayson"] for s in scripts)  # hands each generation to the schedule
+
+
+@pytest.mark.parametrize("batch, cfg", [(1, 6.0), (2, 7.0)])
+def test_fitted_schedule_falls_back_then_auto_distills_then_reuses(server, batch, cfg):
+    if not server.txt2img:
+        pytest.skip("set WEBUI_E2E_TXT2IMG=1 to run generations")
+    base = {"sampler_name": "Euler (D-ODE)", "scheduler": "D-ODE fitted", "cfg_scale": cfg, "batch_size": batch,
+            "override_settings": {"dode_auto_distill": False}}
+    fallback, texts = generate(server, **base)
+    assert len(fallback) == len(texts) == batch
+    for text in texts:  # no fit yet: the stock Karras schedule, said in the infotext
+        assert field(text, "Schedule type") == "D-ODE fitted" and field(text, "D-ODE schedule") == "Karras (no fit)"
+        assert field(text, "D-ODE λ") == "none", text
+    karras, _ = generate(server, **{**base, "scheduler": "Karras"})
+    assert [pixels(i) for i in fallback] == [pixels(i) for i in karras]  # bit-identical to choosing Karras
+
+    fitted, texts = generate(server, **{**base, "override_settings": {
+        "dode_auto_distill": True, "dode_fit_schedule": True, "dode_scale": 2}})
+    refs = {field(text, "D-ODE schedule") for text in texts}
+    assert len(texts) == batch and len(refs) == 1 and refs.pop().startswith("fitted "), texts
+    ref = field(texts[0], "D-ODE schedule")[len("fitted "):]
+    for text in texts:
+        assert field(text, "D-ODE λ") == ref and field(text, "D-ODE fit").startswith("final + schedule, "), text
+    name, index = ref.rsplit("#", 1)
+    entry = core_package().lambdas.load_lambdas(server.data / "models" / "D-ODE" / name)[int(index)]
+    assert (entry.schedule, entry.sampler, entry.cfg, entry.steps) == ("fitted", "euler", cfg, 4)
+    assert entry.metrics["batch"] == batch
+
+    reused, texts = generate(server, **base)  # the next generation: the fitted grid and its λ, no fit
+    for text in texts:
+        assert field(text, "D-ODE schedule") == f"fitted {ref}" and field(text, "D-ODE λ") == ref, text
+        assert field(text, "D-ODE fit") is None
+    assert all(pixels(a) != pixels(b) for a, b in zip(reused, fallback))  # differs from stock
+
+    plain, texts = generate(server, **{**base, "sampler_name": "Euler"})  # a stock sampler gets the grid alone
+    for text in texts:
+        assert field(text, "D-ODE schedule") == f"fitted {ref}" and field(text, "D-ODE λ") is None, text
+    stock, _ = generate(server, **{**base, "sampler_name": "Euler", "scheduler": "Karras"})
+    assert all(pixels(a) != pixels(b) for a, b in zip(plain, stock))
+    assert [pixels(i) for i in stock] == [pixels(i) for i in fallback]  # Euler (D-ODE) without λ is Euler
+
+
+def test_xyz_plot_over_schedule_types(server):
+    if not server.txt2img:
+        pytest.skip("set WEBUI_E2E_TXT2IMG=1 to run generations")
+    xyz = next(s for s in request(server.base + "/sdapi/v1/script-info")
+               if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    axes = xyz["args"][0]["choices"]  # the X type dropdown: axis labels, passed by index
+    args = [axes.index("Schedule type"), "", ["D-ODE fitted", "Karras"], 0, "", [], 0, "", [], True, True, False,
+            False, False, False, False, 0, False]
+    images, texts = generate(server, sampler_name="Euler (D-ODE)", cfg_scale=6.0, script_name="x/y/z plot",
+                             script_args=args, override_settings={"return_grid": True})
+    cells = {field(t, "Schedule type"): t for t in texts[1:]}  # texts[0] is the grid's
+    assert set(cells) == {"D-ODE fitted", "Karras"}, texts
+    assert field(cells["D-ODE fitted"], "D-ODE schedule").startswith("fitted ")  # fitted by the test above
+    assert field(cells["Karras"], "D-ODE schedule") is None and field(cells["Karras"], "D-ODE λ") == "none"
+    assert len(images) == 3

@@ -492,8 +492,15 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
 
 def remember(p):
     """Records the processing object about to sample (the script's ``process_before_every_sampling``, which the
-    WebUI calls after creating ``p.sampler`` and before that sampler builds its σ grid)."""
+    WebUI calls after creating ``p.sampler`` and before that sampler builds its σ grid), and drops this pass's D-ODE
+    infotext left by an earlier generation: the X/Y/Z plot's cells are shallow copies of one ``p`` that share its
+    ``extra_generation_params``, so a Karras cell would otherwise report the fitted schedule of the cell before."""
     _current["p"] = p
+    info = getattr(p, "extra_generation_params", None)
+    if info is not None:
+        prefix = HIRES_PREFIX if getattr(p, "is_hr_pass", False) else ""
+        for key in (INFOTEXT_KEY, INFOTEXT_FIT, INFOTEXT_SCHEDULE):
+            info.pop(prefix + key, None)
 
 
 def current_generation(inner_model):
