@@ -624,6 +624,10 @@ def test_auto_distill_fits_the_schedule_on_d_ode_fitted(webui):
     assert entry.steps == 5 and not torch.allclose(entry.sigmas, grid1.double())
     assert entry.sigmas[0].item() == pytest.approx(grid1[0].item()) and entry.sigmas[-1] == 0
     assert entry.sigmas[-2] >= 0.0292 * (1 - 1e-5)  # inside the model's σ range
+    inner = Gaussian().inner_model.sigmas
+    fit = webui.lambdas.distill(Gaussian(), x, grid1, sampler="euler", scale=2, extra_args=args(), disable=True,
+                                schedule=True, sigma_range=(float(inner[0]), float(inner[-1])))
+    assert torch.equal(entry.sigmas, fit.sigmas) and torch.equal(out1, fit.samples)  # the model's σ range reached it
     info = p1.extra_generation_params
     assert info["D-ODE schedule"] == f"fitted {path.name}#0" and info["D-ODE λ"] == f"{path.name}#0"
     assert info["D-ODE fit"].startswith("final + schedule, ")
