@@ -384,6 +384,22 @@ def test_auto_distill_on_first_use_then_reuse(webui):
     assert p3.extra_generation_params["D-ODE λ"] == f"{path.name}#1"
 
 
+def test_a_fit_that_cannot_be_saved_still_serves_its_image(webui, caplog):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_scale = 2
+    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"damaged")  # the file auto-distill would add to
+    sigmas = karras(5)
+    p = make_p()
+    with caplog.at_level(logging.ERROR, "dode.webui"):
+        out, _, x = run(webui, "Euler (D-ODE)", p, sigmas)
+    fit = webui.lambdas.distill(Gaussian(), x, sigmas, sampler="euler", scale=2, extra_args=args(), disable=True)
+    assert torch.equal(out, fit.samples) and path.read_bytes() == b"damaged"
+    assert p.extra_generation_params["D-ODE λ"] == "not saved" and "D-ODE fit" in p.extra_generation_params
+    assert "could not save" in caplog.text and path.name in caplog.text
+
+
 def test_interrupted_distill_writes_nothing(webui):
     webui.shared.opts.dode_auto_distill = True
     from modules.sd_samplers_common import InterruptedException

@@ -426,21 +426,22 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     entry = fit.entry(model=ident, cfg=cfg, host="webui", checkpoint=getattr(info, "title", None) or "")
     path = distill_file(info, ident)
     store = store_for([lambda_dir()])
-    store.add(path, entry)
     r = fit.report
     summary = (f"{objective}{' + schedule' if schedule else ''}, {teacher} x{fit.scale}, "
                f"rmse {r.rmse_stock:.4g} -> {r.rmse_after:.4g}, {r.network_calls} calls, {r.seconds:.1f} s")
+    try:
+        store.add(path, entry)
+    except (OSError, ValueError) as e:  # a read-only folder, a damaged file in the way: this image keeps its fit
+        log.error("D-ODE: fitted for %s (%s) but could not save it: %s", entry.describe(), r.summary(), e)
+        return fit.samples, "not saved", summary
     log.info("D-ODE: distilled for %s into %s: %s", entry.describe(), path, r.summary())
     return fit.samples, entry_ref(store, path, entry), summary
 
 
-def schedule_type(p):
-    return (getattr(p, "hr_scheduler", None) if getattr(p, "is_hr_pass", False) else getattr(p, "scheduler", None))
-
-
 def on_fitted_schedule(p):
-    """True if the generation asked for the schedule type "D-ODE fitted"."""
-    return schedule_type(p) in (SCHEDULER_LABEL, SCHEDULER_NAME)
+    """True if the generation (its Hires pass: the Hires schedule type) asked for the schedule type "D-ODE fitted"."""
+    kind = getattr(p, "hr_scheduler", None) if getattr(p, "is_hr_pass", False) else getattr(p, "scheduler", None)
+    return kind in (SCHEDULER_LABEL, SCHEDULER_NAME)
 
 
 def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
