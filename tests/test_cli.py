@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,16 @@ def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
     got = index_matched_lambdas(model, noise(8, 0).double(), sigmas, "euler", scale)
     assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-9)
     assert abs(expected[1]) > 1e-3 and abs(expected[2]) > 1e-3
+
+
+def test_readme_demo_table_is_what_the_demo_prints(tmp_path):
+    """The Quick start table is the default demo's output (the full fit and held-out batches)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| RMSE to teacher |\n", 1)[1].split("\n\n", 1)[0]
+    quoted = {cells[0]: (float(cells[1]), float(cells[2]))
+              for cells in ([c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines())}
+    rows = run_demo(str(tmp_path), log=lambda *a: None)["rows"]
+    assert set(quoted) == set(rows)
+    for name, (fd, rmse) in quoted.items():
+        assert rows[name]["fd"] == pytest.approx(fd, abs=0.02)
+        assert rows[name]["rmse_teacher"] == pytest.approx(rmse, abs=2e-4)
