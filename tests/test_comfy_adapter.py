@@ -208,6 +208,8 @@ import folder_paths, comfy, comfy.samplers
 import dode
 print("MAPPINGS", sorted(getattr(dode, "NODE_CLASS_MAPPINGS", {{"absent": 1}})))
 print("NAMES", [n for n in comfy.samplers.SAMPLER_NAMES if n.endswith("_dode")])
+print("SCHEDULERS", [n for n in comfy.samplers.SCHEDULER_NAMES if n == "dode"])
+print("WEB", getattr(dode, "WEB_DIRECTORY", None))
 """
 
 
@@ -222,13 +224,19 @@ def test_root_package_registers_inside_comfyui(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "MAPPINGS ['DODEDistillLambdas', 'DODELoadLambdas', 'DODEModelOptions', 'DODESampler', " \
            "'DODESaveLambdas']" in out.stdout
-    assert "'euler_dode'" in out.stdout
+    assert "'euler_dode'" in out.stdout and "SCHEDULERS ['dode']" in out.stdout and "WEB ./web" in out.stdout
+    assert (Path(dode_root()) / "web" / "dode.js").is_file()
+
+
+def dode_root():
+    import dode
+    return os.path.dirname(dode.__file__)
 
 
 def test_missing_v3_api_keeps_comfyui_and_the_dropdown_working(tmp_path):
     out = run_python(ROOT_BLOCK.format(stub=STUB, extra="sys.modules['comfy_api'] = None"), tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "MAPPINGS []" in out.stdout and "'euler_dode'" in out.stdout
+    assert "MAPPINGS []" in out.stdout and "'euler_dode'" in out.stdout and "SCHEDULERS ['dode']" in out.stdout
     assert "the D-ODE nodes are unavailable" in out.stderr
 
 
