@@ -234,8 +234,7 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
                           "the λ store", "warning")
     if run.identity is None:
         return None, run.identity_error
-    with _unsaved_lock:
-        unsaved = list(_unsaved)
+    unsaved = unsaved_fits()
     if unsaved:
         try:
             return core_lambdas.find_lambdas(unsaved, name, sigmas, model=run.identity.ids, cfg=run.cfg,
@@ -344,6 +343,12 @@ def keep_unsaved(entry):
     """Keeps a fit that could not be saved for this process's lookups (newest first)."""
     with _unsaved_lock:
         _unsaved.insert(0, entry)
+
+
+def unsaved_fits():
+    """The fits this process could not save, newest first."""
+    with _unsaved_lock:
+        return list(_unsaved)
 
 
 def auto_distill(name, model, x, sigmas, extra_args, disable, run, want):

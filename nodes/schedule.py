@@ -102,8 +102,7 @@ def candidate_sources(options):
     """``(entries, where)`` in lookup order: the attached λ set, unsaved fits, each λ file of the store."""
     if options.lambdas is not None and options.lambdas.entries:
         yield list(options.lambdas.entries), options.lambdas.source
-    with sampling._unsaved_lock:
-        unsaved = list(sampling._unsaved)
+    unsaved = sampling.unsaved_fits()
     if unsaved:
         yield unsaved, "an unsaved fit of this process"
     st = store.store()
