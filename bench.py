@@ -56,9 +56,10 @@ def teacher_output(model, x, sigmas, sampler, teacher, scale):
     return sample(model, x, teacher_sigmas, teacher, disable=True)
 
 
-def converged(model, x):
-    """The converged probability-flow ODE solution for x (Heun, CONVERGED_STEPS Karras steps)."""
-    return sample(model, x, grid(CONVERGED_STEPS), "heun", disable=True)
+def converged(model, x, progress=False):
+    """The converged probability-flow ODE solution for x (Heun, CONVERGED_STEPS Karras steps); ``progress`` shows
+    the sampler's step bar."""
+    return sample(model, x, grid(CONVERGED_STEPS), "heun", disable=not progress)
 
 
 def judge(model, eval_x, sigmas, sampler, reference, fit=None):
@@ -92,8 +93,8 @@ def run_bench(samplers, budgets, teacher=DEFAULT_TEACHER, first_step=DEFAULT_FIR
     fit_x, eval_x = noise(fit_batch, 0), noise(eval_batch, 1)
     start = time.perf_counter()
     log(f"converged ODE reference: Heun {CONVERGED_STEPS} steps on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x)
-    check = sample(model, eval_x, grid(CONVERGED_STEPS // 2), "heun", disable=True)
+    reference = converged(model, eval_x, progress=log is print)
+    check = sample(model, eval_x, grid(CONVERGED_STEPS // 2), "heun", disable=log is not print)
     result = {"teacher": teacher, "first_step": first_step, "fit_batch": fit_batch, "eval_batch": eval_batch,
               "converged_steps": CONVERGED_STEPS, "fd_converged": fd_digits(reference),
               "converged_self_rmse": rmse(check, reference), "converged_seconds": time.perf_counter() - start,

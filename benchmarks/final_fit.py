@@ -31,7 +31,7 @@ def run(cases=CASES, variants=VARIANTS, fit_batch=256, eval_batch=2000, log=prin
     model = load_tiny_model()
     fit_x, eval_x = noise(fit_batch, 0), noise(eval_batch, 1)
     log(f"converged ODE reference on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x)
+    reference = converged(model, eval_x, progress=log is print)
     result = {"fd_converged": fd_digits(reference), "rows": []}
     log("| sampler | steps | variant | FD | FD / ODE | RMSE | cost |\n|---|---|---|---|---|---|---|")
     jobs = [(s, n, name) for s, n in cases for name in variants]

@@ -31,7 +31,7 @@ def run(cases=CASES, batches=BATCHES, eval_batch=2000, log=print):
     model = load_tiny_model()
     eval_x = noise(eval_batch, 1)
     log(f"converged ODE reference on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x)
+    reference = converged(model, eval_x, progress=log is print)
     result = {"fd_converged": fd_digits(reference), "eval_batch": eval_batch, "rows": []}
     log("| sampler | steps | fit | fit latents | FD (each draw) | FD median / ODE | RMSE median |\n"
         "|---|---|---|---|---|---|---|")
