@@ -73,6 +73,9 @@ class FitReport:
             if greedy and "rmse_before" in s:
                 row += f" {s['rmse_before']:>10.5f} {s['rmse_after']:>10.5f}"
             rows.append(row)
+        if greedy:
+            rows.append("(rmse λ_i=0 / rmse λ_i: distance to the teacher's state at the σ it corrects, without / with "
+                        "that evaluation's λ)")
         rows.append(self.summary())
         rows += [f"warning: {w}" for w in self.warnings]
         return "\n".join(rows)
