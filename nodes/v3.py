@@ -117,7 +117,7 @@ class DistillLambdas(io.ComfyNode):
                 io.Latent.Output(display_name="teacher_latent"),
                 io.String.Output(display_name="report"),
                 io.Image.Output(display_name="lambda_plot",
-                                tooltip="λ per network evaluation (x: the σ it lands on) and the RMSE to the teacher "
+                                tooltip="λ per network evaluation (x: the σ the network runs at) and the RMSE to the teacher "
                                         "of the stock sampler and of D-ODE."),
                 io.Sigmas.Output(display_name="sigmas",
                                  tooltip="The grid to sample with: the fitted schedule, or the input grid."),
@@ -203,7 +203,7 @@ def with_fit(model, lambdas):
 
 
 def lambda_chart(result, entry):
-    """Distill λ's IMAGE output: λ per evaluation over the σ it lands on, with the stock → D-ODE RMSE."""
+    """Distill λ's IMAGE output: λ per evaluation over the σ the network runs at, with the stock → D-ODE RMSE."""
     lambdas = entry.lambdas.tolist()
     sigmas = [s["sigma"] for s in result.report.steps]  # the fit records every evaluation, in order
     try:
