@@ -117,8 +117,8 @@ class DistillLambdas(io.ComfyNode):
                 io.Latent.Output(display_name="teacher_latent"),
                 io.String.Output(display_name="report"),
                 io.Image.Output(display_name="lambda_plot",
-                                tooltip="λ per network evaluation (x: the σ the network runs at) and the RMSE to the teacher "
-                                        "of the stock sampler and of D-ODE."),
+                                tooltip="λ per network evaluation (x: the σ the network runs at) and the RMSE to "
+                                        "the teacher of the stock sampler and of D-ODE."),
                 io.Sigmas.Output(display_name="sigmas",
                                  tooltip="The grid to sample with: the fitted schedule, or the input grid."),
                 io.Model.Output(display_name="model",
