@@ -41,6 +41,7 @@ DEFAULT_JACOBIAN_BATCH = 32
 FD_STEPS = (1e-2, 1e-3, 1e-4)  # forward-difference steps in λ and the schedule logits, tried in turn (see optimise)
 SCHEDULE_RHO = 7.0
 MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
+MIN_SHARE = 1e-3  # smallest share of the t-range any increment can take
 INITIAL_DAMPING = 1.0
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e3
 DIAG_FLOOR = 1.0
@@ -48,8 +49,10 @@ MIN_IMPROVEMENT = 1e-4  # relative decrease of L below which an accepted step en
 
 
 class ScheduleMap:
-    """The interior σ's of a grid as N − 1 logits u; the first and final σ are kept. u = 0 is the grid itself
-    (``exact``) unless its last positive σ sits on the floor, where the slack starts at MIN_SLACK instead of 0."""
+    """The interior σ's of a grid as N − 1 logits u; the first and final σ are kept. Each increment's share of the
+    t-range is MIN_SHARE + (1 − N·MIN_SHARE)·softmax(log s⁰ + u)_k, so no step can collapse. u = 0 is the grid itself
+    (``exact``) unless its last positive σ sits on the floor (the slack then starts at MIN_SLACK instead of 0) or an
+    increment is thinner than 2·MIN_SHARE."""
 
     def __init__(self, sigmas, floor=0.0, rho=SCHEDULE_RHO):
         values = sigmas.detach().double().cpu()
@@ -62,17 +65,20 @@ class ScheduleMap:
         if self.ends_in_zero:
             knots = torch.cat([knots, knots.new_tensor([self.t_floor])])
         increments = ((knots[:-1] - knots[1:]) / (self.t0 - self.t_floor)).clamp(min=0)
-        self.exact = not (self.ends_in_zero and increments[-1] < MIN_SLACK)
-        if not self.exact:
+        on_floor = self.ends_in_zero and bool(increments[-1] < MIN_SLACK)
+        if on_floor:
             increments[-1] = MIN_SLACK
-        self.log_w0 = (increments / increments.sum()).log()
+        shares = increments / increments.sum()
+        self.exact = not on_floor and bool((shares > 2 * MIN_SHARE).all())
+        self.spare = 1 - len(shares) * MIN_SHARE  # every increment keeps MIN_SHARE: the grid stays strictly decreasing
+        self.log_s0 = ((shares.clamp(min=2 * MIN_SHARE) - MIN_SHARE) / self.spare).log()
         self.first, self.final = values[:1], values[-1:]
         self.size = len(values) - 2
 
     def sigmas(self, u):
         """The grid for logits ``u`` (length N − 1; the first increment's logit is fixed)."""
-        logits = self.log_w0 + torch.cat([u.new_zeros(1), u])
-        cumulative = torch.softmax(logits, 0).cumsum(0)
+        shares = MIN_SHARE + self.spare * torch.softmax(self.log_s0 + torch.cat([u.new_zeros(1), u]), 0)
+        cumulative = shares.cumsum(0)
         t = self.t0 - (self.t0 - self.t_floor) * cumulative[:self.size]
         return torch.cat([self.first, t ** self.rho, self.final]).double()
 
@@ -127,8 +133,16 @@ class FinalFit:
         target = self.target if rows is None else self.target[rows]
         return (final.double() - target.double()).flatten()
 
+    def usable(self, theta):
+        """False if θ's grid is not strictly decreasing once rounded to the host's σ dtype (e.g. float16)."""
+        grid = self.unpack(theta)[1].double()
+        return bool((grid[1:] < grid[:-1]).all())
+
     def evaluate(self, theta, replay=None, stock=False):
-        """(θ, L, residual, trajectory, final sample) on the whole batch; L = inf for a non-finite result."""
+        """(θ, L, residual, trajectory, final sample) on the whole batch; L = inf for a non-finite result or a grid
+        the host's σ dtype cannot hold (then nothing runs and the rest is None)."""
+        if not stock and not self.usable(theta):
+            return theta, math.inf, None, None, None
         trajectory = Trajectory()
         final = self.run(theta, replay=replay, record=trajectory, stock=stock)
         r = self.residual(final)
@@ -157,6 +171,9 @@ class FinalFit:
         for k in range(self.size):
             step = theta.clone()
             step[k] += FD_STEPS[self.fd_index]
+            if not self.usable(step):
+                columns.append(torch.zeros_like(base))
+                continue
             column = (self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEPS[self.fd_index]
             columns.append(column if torch.isfinite(column).all() else torch.zeros_like(column))
         return torch.stack(columns, 1)

@@ -203,3 +203,15 @@ def test_a_sensitive_sampler_gets_a_finer_jacobian_instead_of_no_fit():
 
     fit = dode.distill(guided, noise(16, 0, dim=256), karras_sigmas(5), "dpmpp_2m", disable=True)
     assert fit.report.rmse_after < 0.5 * fit.report.rmse_stock and not fit.report.warnings
+
+
+def test_extreme_logits_never_collapse_a_step_and_a_half_precision_grid_still_fits(gmm):
+    """All the weight on one increment still leaves every step MIN_SHARE of the t-range (a WebUI run once got
+    [14.6, 14.6, 14.6, 14.6, 0] from a trial); a float16 host grid where a trial rounds two σ's together is a rejected
+    trial, not an error."""
+    sigmas = karras_sigmas(4, sigma_min=0.03, sigma_max=14.6)
+    grid = ScheduleMap(sigmas).sigmas(torch.tensor([-60.0, -60.0, 60.0], dtype=torch.float64))
+    assert (grid.float()[1:] < grid.float()[:-1]).all()
+    fit = dode.distill(gmm, noise(8, 14, sigma_max=14.6), sigmas.half(), "euler", schedule=True, scale=2,
+                       disable=True)
+    assert (fit.sigmas[1:] < fit.sigmas[:-1]).all() and torch.isfinite(fit.lambdas).all()
