@@ -23,11 +23,12 @@ with the Jacobian J = ∂r/∂θ by forward differences. Its cost is kept low th
 
 The schedule keeps the first σ and the final σ and moves the others, as softmax increments in t = σ^(1/ρ):
 
-    t_k = t_0 − (t_0 − t_floor) Σ_{j≤k} w_j,   w = softmax(log w⁰ + u),
+    t_k = t_0 − (t_0 − t_floor) Σ_{j≤k} w_j,   w = m + (1 − N m) softmax(log s⁰ + u),
 
-with w⁰ the user grid's increments (u = 0 is the user grid) and t_floor the final σ's t, or, for a grid ending in
-0, the host's smallest usable σ (0 if none is given): the last increment is then the slack between the last positive σ
-and that floor. Every θ is a strictly decreasing grid inside the host's range, by construction.
+with s⁰ chosen so that u = 0 is the user grid, m = MIN_SHARE the smallest share an increment can take, and t_floor
+the final σ's t, or, for a grid ending in 0, the host's smallest usable σ (0 if none is given): the last increment is
+then the slack between the last positive σ and that floor. Every θ is a strictly decreasing grid inside the host's
+range, by construction; one the host's σ dtype cannot hold apart counts as a rejected trial.
 """
 import math
 
