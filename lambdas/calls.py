@@ -39,6 +39,22 @@ class Trajectory:
     def __init__(self):
         self.calls = []
 
+    def sigmas(self):
+        """The noise level of each call (its first row's σ)."""
+        return [float(sigma.flatten()[0]) for _, sigma, _ in self.calls]
+
+
+class SigmaLog:
+    """``model`` that notes the noise level of each call (its first row's σ) in ``sigmas`` and keeps nothing else."""
+
+    def __init__(self, model):
+        self.model = model
+        self.sigmas = []
+
+    def __call__(self, x, sigma, **extra_args):
+        self.sigmas.append(float(sigma.flatten()[0]))
+        return self.model(x, sigma, **extra_args)
+
 
 class ReplayModel:
     """Answers calls from ``replay`` (a Trajectory, optionally restricted to ``rows`` of its batch) while the inputs

@@ -13,7 +13,7 @@ import torch
 
 from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landing_sigmas, nfe
 from ..samplers.base import apply_lambda
-from .calls import CountedModel, ReplayModel, Trajectory
+from .calls import CountedModel, SigmaLog
 from .files import LambdaEntry
 from .final import DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
 
@@ -254,10 +254,10 @@ def host_teacher_grid(grid, sigmas):
     return grid.to(sigmas.device, torch.promote_types(sigmas.dtype, torch.float32))
 
 
-def evaluation_rows(trajectory, lambdas, landings):
-    """Report rows: per network evaluation, where it evaluates, the σ its λ corrects, and λ."""
-    return [{"eval": k, "sigma": float(call[1].flatten()[0]), "lands": float(lands), "lambda": float(lam)}
-            for k, (call, lands, lam) in enumerate(zip(trajectory.calls, landings.tolist(), lambdas))]
+def evaluation_rows(sigmas, lambdas, landings):
+    """Report rows: per network evaluation, the σ it evaluates at, the σ its λ corrects, and λ."""
+    return [{"eval": k, "sigma": sigma, "lands": float(lands), "lambda": float(lam)}
+            for k, (sigma, lands, lam) in enumerate(zip(sigmas, landings.tolist(), lambdas))]
 
 
 def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp,
@@ -277,12 +277,12 @@ def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callba
                   disable=disable, lambdas=stock, **flow_option(solver, flow))
         report.rmse_stock = stock.last[0]
     fit = LambdaFit(targets, report, first_step=first_step, clamp=clamp)
-    trajectory = Trajectory()
-    samples = solver.fn(ReplayModel(model, record=trajectory), x, sigmas, extra_args=extra_args,
+    evaluated = SigmaLog(model)
+    samples = solver.fn(evaluated, x, sigmas, extra_args=extra_args,
                         callback=progress(callback, "student", len(sigmas) - 1), disable=disable, lambdas=fit,
                         **flow_option(solver, flow))
-    for row, call in zip(report.steps, trajectory.calls):
-        row["sigma"] = float(call[1].flatten()[0])
+    for row, sigma in zip(report.steps, evaluated.sigmas):
+        row["sigma"] = sigma
     report.rmse_before, report.rmse_after = fit.last
     return torch.tensor(fit.lambdas, dtype=torch.float64), sigmas, samples, teacher_final
 
@@ -317,12 +317,12 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     if not loss < stock[1]:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
                                "returning λ = 0 on the input grid (the stock sampler)")
-        theta, loss, trajectory, samples = stock[0], stock[1], stock[3], stock[4]
+        loss, trajectory, samples = stock[1], stock[3], stock[4]
         lambdas, grid_used = [0.0] * fit.n_lambdas, sigmas
     else:
         lambdas, grid_used = fit.unpack(theta)
     report.rmse_after = math.sqrt(loss)
-    report.steps = evaluation_rows(trajectory, lambdas, landing_sigmas(sampler, grid_used, flow))
+    report.steps = evaluation_rows(trajectory.sigmas(), lambdas, landing_sigmas(sampler, grid_used, flow))
     return torch.tensor(lambdas, dtype=torch.float64), grid_used, samples, target
 
 
