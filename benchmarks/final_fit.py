@@ -5,12 +5,11 @@ then judged on 2000 held-out ones (FD, RMSE to the converged ODE); "cost" is its
 
     python -m dode.benchmarks.final_fit           # prints the table, writes final_fit.json
 """
-import json
 
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import converged, grid, noise
+from ..bench import converged, grid, noise, write_json
 from ..lambdas import distill
 from ..lambdas.fit import SCHEDULE_BUDGET
 from ..samplers import sample
@@ -55,9 +54,7 @@ def run(cases=CASES, variants=VARIANTS, fit_batch=256, eval_batch=2000, log=prin
 
 def main():
     torch.set_num_threads(1)
-    result = run()
-    with open("final_fit.json", "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(run(), "final_fit.json")
     print("wrote final_fit.json")
 
 

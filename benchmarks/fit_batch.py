@@ -5,13 +5,12 @@ judged against the converged ODE on the same held-out noise (FD in the digits cl
 
     python -m dode.benchmarks.fit_batch           # prints the table, writes fit_batch.json
 """
-import json
 import statistics
 
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import converged, grid, noise
+from ..bench import converged, grid, noise, write_json
 from ..lambdas import distill
 from ..samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
@@ -55,9 +54,7 @@ def run(cases=CASES, batches=BATCHES, eval_batch=2000, log=print):
 
 def main():
     torch.set_num_threads(1)
-    result = run()
-    with open("fit_batch.json", "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(run(), "fit_batch.json")
     print("wrote fit_batch.json")
 
 

@@ -7,11 +7,10 @@
 
     python -m dode.benchmarks.limits              # prints both tables, writes limits.json
 """
-import json
 
 import torch
 
-from ..bench import converged, grid, noise
+from ..bench import converged, grid, noise, write_json
 from ..lambdas import distill
 from ..samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
@@ -65,9 +64,7 @@ def autocast_rows(log):
 
 def main(log=print):
     torch.set_num_threads(1)
-    result = {"flow_gmm": flow_gmm_rows(log), "autocast": autocast_rows(log)}
-    with open("limits.json", "w") as f:
-        json.dump(result, f, indent=1)
+    write_json({"flow_gmm": flow_gmm_rows(log), "autocast": autocast_rows(log)}, "limits.json")
     log("wrote limits.json")
 
 
