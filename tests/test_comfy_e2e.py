@@ -343,14 +343,7 @@ def test_distill_sends_previews_on_one_progress_bar(server, tmp_path):
     bar over teacher, stock and student, rising to its end, and latent previews (binary messages) while it runs."""
     graph = distill("dpmpp_2m", "previews", steps=3, scale=2, objective="greedy")
     graph["5"]["inputs"].update(seed=31, save=False)
-    prompt_file = tmp_path / "prompt.json"
-    prompt_file.write_text(json.dumps(graph))
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    done = subprocess.run([python, str(SUPPORT / "ws_watch.py"), server.url, str(prompt_file)], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["error"] is None, seen["error"]
+    seen = watch(server, graph, tmp_path)
     bar = [(value, total) for node, value, total in seen["progress"] if node == "5"]
     teacher, stock, student = 3 * 2, 3, 3
     assert {total for _, total in bar} == {teacher + stock + student}, bar
