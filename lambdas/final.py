@@ -59,22 +59,34 @@ class ScheduleMap:
         values = sigmas.detach().double().cpu()
         self.rho = rho
         self.ends_in_zero = bool(values[-1] == 0)
-        positive = values[:-1] if self.ends_in_zero else values
         self.t0 = float(values[0]) ** (1 / rho)
         self.t_floor = (float(floor) if self.ends_in_zero else float(values[-1])) ** (1 / rho)
-        knots = positive ** (1 / rho)
-        if self.ends_in_zero:
-            knots = torch.cat([knots, knots.new_tensor([self.t_floor])])
-        increments = ((knots[:-1] - knots[1:]) / (self.t0 - self.t_floor)).clamp(min=0)
+        self.first, self.final = values[:1], values[-1:]
+        self.size = len(values) - 2
+        self.spare = 1 - (self.size + 1) * MIN_SHARE  # every increment keeps MIN_SHARE: the grid stays decreasing
+        increments = self.increments(values)
         on_floor = self.ends_in_zero and bool(increments[-1] < MIN_SLACK)
         if on_floor:
             increments[-1] = MIN_SLACK
         shares = increments / increments.sum()
         self.exact = not on_floor and bool((shares > 2 * MIN_SHARE).all())
-        self.spare = 1 - len(shares) * MIN_SHARE  # every increment keeps MIN_SHARE: the grid stays strictly decreasing
         self.log_s0 = ((shares.clamp(min=2 * MIN_SHARE) - MIN_SHARE) / self.spare).log()
-        self.first, self.final = values[:1], values[-1:]
-        self.size = len(values) - 2
+
+    def increments(self, values):
+        """The t-increments of a grid with this map's first and final σ, as fractions of the t-range (the last one,
+        for a grid ending in 0, is the slack down to the floor)."""
+        knots = (values[:-1] if self.ends_in_zero else values) ** (1 / self.rho)
+        if self.ends_in_zero:
+            knots = torch.cat([knots, knots.new_tensor([self.t_floor])])
+        return ((knots[:-1] - knots[1:]) / (self.t0 - self.t_floor)).clamp(min=0)
+
+    def logits(self, sigmas):
+        """The u whose grid is ``sigmas`` (same first and final σ, inside the range; an increment thinner than
+        MIN_SHARE is taken as MIN_SHARE)."""
+        shares = self.increments(sigmas.detach().double().cpu())
+        weights = ((shares / shares.sum() - MIN_SHARE) / self.spare).clamp(min=1e-12)
+        u = weights.log() - self.log_s0
+        return u[1:] - u[0]
 
     def sigmas(self, u):
         """The grid for logits ``u`` (length N − 1; the first increment's logit is fixed)."""
@@ -82,6 +94,49 @@ class ScheduleMap:
         cumulative = shares.cumsum(0)
         t = self.t0 - (self.t0 - self.t_floor) * cumulative[:self.size]
         return torch.cat([self.first, t ** self.rho, self.final]).double()
+
+
+class DenoisedPath:
+    """A teacher callback that keeps, per teacher step, the mean over the batch of ‖D_{k+1} − D_k‖ (the change of the
+    model's output between consecutive teacher evaluations): O(batch × latent) memory, one scalar per step."""
+
+    def __init__(self):
+        self.previous = None
+        self.changes = []
+
+    def __call__(self, info):
+        denoised = info.get("denoised")
+        if denoised is None:
+            return
+        denoised = denoised.double()
+        if self.previous is not None:
+            self.changes.append(float((denoised - self.previous).flatten(1).norm(dim=1).mean()))
+        self.previous = denoised
+
+
+def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
+    """The ``steps``-interval grid from the teacher grid's first to its final σ on which every interval sees the same
+    share of the teacher's total output change Σ_k ‖D_{k+1} − D_k‖ (interpolated linearly in σ^(1/ρ) inside a teacher
+    interval; the k-th change is spread over teacher interval k, the last interval gets none).
+
+    Why: a step of Euler/DDIM is exact while D stays constant over it, and its local error grows with how much D moves
+    over the step; spreading that movement evenly puts small steps where the model's output changes fast and large
+    ones where it barely moves (e.g. near σ = 0, where D(x, σ) ≈ x and a grid ending at σ_min wastes an evaluation).
+    None when the teacher's output did not change (nothing to spread)."""
+    weights = torch.tensor(list(changes) + [0.0] * (len(teacher_sigmas) - 1 - len(changes)), dtype=torch.float64)
+    weights = weights[:len(teacher_sigmas) - 1].clamp(min=0)
+    if not (torch.isfinite(weights).all() and weights.sum() > 0):
+        return None
+    cumulative = torch.cat([weights.new_zeros(1), weights.cumsum(0)]) / weights.sum()
+    t = teacher_sigmas.detach().double().cpu() ** (1 / rho)
+    knots = []
+    for k in range(1, steps):
+        j = int(torch.searchsorted(cumulative, torch.tensor(k / steps, dtype=torch.float64)).clamp(1, len(t) - 1))
+        width = cumulative[j] - cumulative[j - 1]
+        fraction = (k / steps - cumulative[j - 1]) / width if width > 0 else 0.0
+        knots.append(t[j - 1] + fraction * (t[j] - t[j - 1]))
+    ends = teacher_sigmas.detach().double().cpu()
+    return torch.cat([ends[:1], torch.stack(knots) ** rho, ends[-1:]])
 
 
 def slice_rows(extra_args, rows, batch):

@@ -15,7 +15,7 @@ from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landi
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, SigmaLog
 from .files import LambdaEntry
-from .final import DEFAULT_JACOBIAN_BATCH, FinalFit, ScheduleMap
+from .final import DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap, equidistributed_grid
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
@@ -233,14 +233,17 @@ def progress(callback, phase, total):
                                   "denoised": info.get("denoised")})
 
 
-def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep):
-    """Runs the teacher on ``grid`` and keeps its states at the grid indices in ``keep`` (the final one included)."""
+def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep, observe=None):
+    """Runs the teacher on ``grid`` and keeps its states at the grid indices in ``keep`` (the final one included);
+    ``observe`` also sees every step's callback."""
     states = {}
     report = progress(callback, "teacher", len(grid) - 1)
 
     def record(info):
         if info["i"] in keep:
             states[info["i"]] = info["x"]
+        if observe is not None:
+            observe(info)
         if report is not None:
             report(info)
 
@@ -294,11 +297,26 @@ def greedy_rows(x, sigmas, sampler, teacher, flow):
     return (nfe(teacher, teacher_grid(sigmas, landings, DEFAULT_SCALE)) + len(landings)) * x.shape[0]
 
 
+def equidistributed_start(fit, schedule_map, teacher_sigmas, changes, steps, replay):
+    """λ = 0 on the grid that spreads the teacher's output change evenly over the steps (final.equidistributed_grid),
+    evaluated on the whole batch (None if the teacher's output never moved). The schedule fit starts from it when it
+    is closer to the teacher than the user's grid: measured, a start on the user's Karras grid left 16-latent Euler 5
+    fits in poor minima (benchmarks/schedule_start.py)."""
+    equidistributed = equidistributed_grid(teacher_sigmas, changes, steps)
+    if equidistributed is None:
+        return None
+    theta = torch.zeros(fit.size, dtype=torch.float64)
+    theta[len(fit.free):] = schedule_map.logits(equidistributed)
+    return fit.evaluate(theta, replay)
+
+
 def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
                   schedule, floor, budget, jacobian_batch, report):
     """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
     grid = teacher_grid(sigmas, sigmas, scale)
-    _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set())
+    path = DenoisedPath()
+    _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set(),
+                            path if schedule else None)
     teacher_rows = model.rows
     budget_rows = int(budget * greedy_rows(x, sigmas, sampler, teacher, flow)) - teacher_rows
     report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
@@ -307,8 +325,12 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
                    clamp)
     theta0 = torch.zeros(fit.size, dtype=torch.float64)
     stock = fit.evaluate(theta0, stock=True)
-    start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
     report.rmse_stock = math.sqrt(stock[1])
+    start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
+    equidistributed = None if schedule_map is None else equidistributed_start(fit, schedule_map, grid, path.changes,
+                                                                              len(sigmas) - 1, stock[3])
+    if equidistributed is not None and equidistributed[1] < start[1]:
+        start = equidistributed
     ticker = None if callback is None else (
         lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
                                        "total": max(budget_rows, 1), "x": final, "denoised": final}))
