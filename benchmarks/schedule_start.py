@@ -1,0 +1,100 @@
+"""Where the schedule fit starts: the user's grid, or the grid that spreads the teacher's output change evenly.
+
+``distill(..., schedule=True)`` evaluates λ = 0 on both grids and starts Levenberg–Marquardt from the one closer to
+the teacher (lambdas/fit.py ``equidistributed_start``). This study fits each case both ways, the same latents and
+budget, and judges on 2000 fresh latents: the start's and the fit's RMSE to the teacher on the fit batch, FD and RMSE
+to the converged ODE. "user grid" disables the equidistributed start, as the fit did before it existed. A second table
+fits the exact GMM of the tests (64-d, 8 modes, 16 latents, 5 Karras steps, teacher scale 4) both ways, next to λ
+alone on the user's grid: RMSE to the teacher's final sample on the fit batch.
+
+    python -m dode.benchmarks.schedule_start      # prints the table, writes schedule_start.json
+"""
+import statistics
+from unittest import mock
+
+import torch
+from tqdm.auto import tqdm
+
+from ..bench import converged, grid, noise, write_json
+from ..lambdas import distill
+from ..lambdas import fit as fit_module
+from ..samplers import karras_sigmas, sample
+from ..testbed import fd_digits, load_tiny_model, rmse
+from ..testbed.denoisers import make_gmm
+
+CASES = (("euler", 5, 16), ("dpmpp_2m", 5, 16), ("euler", 5, 256), ("dpmpp_2m", 5, 256), ("dpmpp_2m", 4, 256),
+         ("dpmpp_3m", 4, 256))
+DRAWS = 3  # independent fit batches for sizes below 256
+STARTS = ("user grid", "auto")
+GMM_SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_3m", "heun", "ipndm", "deis")
+GMM_SEEDS = (2, 5)
+
+
+def fit_batches(size):
+    return [noise(size, 0)] if size >= 256 else [noise(size, 10 + k) for k in range(DRAWS)]
+
+
+def fit_from(start, model, x, sigmas, sampler, **options):
+    if start == "auto":
+        return distill(model, x, sigmas, sampler, schedule=True, disable=True, **options)
+    with mock.patch.object(fit_module, "equidistributed_start", lambda *args: None):
+        return distill(model, x, sigmas, sampler, schedule=True, disable=True, **options)
+
+
+def gmm_rows(log):
+    """RMSE to the teacher on the fit batch, exact GMM: λ alone, schedule from the user grid, schedule auto."""
+    model, sigmas = make_gmm(dim=64, k=8, seed=0), karras_sigmas(5)
+    rows = []
+    log("| sampler | seed | RMSE stock | λ alone | schedule, user-grid start | schedule, auto start |\n"
+        "|---|---|---|---|---|---|")
+    for seed in GMM_SEEDS:
+        x = torch.randn(16, 64, generator=torch.Generator().manual_seed(seed)) * 80.0
+        for sampler in GMM_SAMPLERS:
+            alone = distill(model, x, sigmas, sampler, scale=4, disable=True)
+            fits = {start: fit_from(start, model, x, sigmas, sampler, scale=4) for start in STARTS}
+            rows.append({"sampler": sampler, "seed": seed, "rmse_stock": alone.report.rmse_stock,
+                         "rmse_alone": alone.report.rmse_after,
+                         **{f"rmse_{start.replace(' ', '_')}": fit.report.rmse_after for start, fit in fits.items()}})
+            log(f"| {sampler} | {seed} | {alone.report.rmse_stock:.4f} | {alone.report.rmse_after:.4f} | "
+                f"{fits['user grid'].report.rmse_after:.4f} | {fits['auto'].report.rmse_after:.4f} |")
+    return rows
+
+
+def run(cases=CASES, eval_batch=2000, log=print):
+    model = load_tiny_model()
+    eval_x = noise(eval_batch, 1)
+    log(f"converged ODE reference on {eval_batch} held-out latents …")
+    reference = converged(model, eval_x, progress=log is print)
+    result = {"fd_converged": fd_digits(reference), "eval_batch": eval_batch, "rows": []}
+    log("| sampler | steps | fit latents | start | fit RMSE to teacher (each draw) | FD / ODE (each draw) | "
+        "FD median / ODE | RMSE to ODE median |\n|---|---|---|---|---|---|---|---|")
+    jobs = [(s, n, size, start) for s, n, size in cases for start in STARTS]
+    with tqdm(jobs, desc="schedule-start study", unit="row", leave=False) as bar:
+        emit = bar.write if log is print else log
+        for sampler, steps, size, start in bar:
+            sigmas = grid(steps)
+            fits, fds, rmses = [], [], []
+            for x in fit_batches(size):
+                fit = fit_from(start, model, x, sigmas, sampler)
+                out = sample(model, eval_x, fit.sigmas.to(sigmas.dtype), sampler, lambdas=fit.lambdas, disable=True)
+                fits.append(fit.report.rmse_after)
+                fds.append(fd_digits(out) / result["fd_converged"])
+                rmses.append(rmse(out, reference))
+            result["rows"].append({"sampler": sampler, "steps": steps, "fit_batch": size, "start": start,
+                                   "rmse_fit": fits, "fd_ratio": fds, "rmse": rmses})
+            emit(f"| {sampler} | {steps} | {size} | {start} | {', '.join(f'{v:.4f}' for v in fits)} | "
+                 f"{', '.join(f'{v:.2f}' for v in fds)} | {statistics.median(fds):.2f} | "
+                 f"{statistics.median(rmses):.4f} |")
+    return result
+
+
+def main():
+    torch.set_num_threads(1)
+    result = run()
+    result["gmm"] = gmm_rows(print)
+    write_json(result, "schedule_start.json")
+    print("wrote schedule_start.json")
+
+
+if __name__ == "__main__":
+    main()
