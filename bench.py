@@ -62,6 +62,14 @@ def converged(model, x, progress=False):
     return sample(model, x, grid(CONVERGED_STEPS), "heun", disable=not progress)
 
 
+def held_out_reference(model, eval_batch, log=print):
+    """The studies' held-out noise (seed 1) and its converged ODE solution, announced through ``log`` (with a step bar
+    when ``log`` is print); returns (eval_x, reference)."""
+    eval_x = noise(eval_batch, 1)
+    log(f"converged ODE reference on {eval_batch} held-out latents …")
+    return eval_x, converged(model, eval_x, progress=log is print)
+
+
 def judge(model, eval_x, sigmas, sampler, reference, fit=None):
     """FD and RMSE to the converged ODE of ``sampler`` on held-out noise, stock (no fit) or with the fit."""
     out = sample(model, eval_x, sigmas if fit is None else fit.sigmas.to(sigmas.dtype), sampler,

@@ -9,7 +9,7 @@ then judged on 2000 held-out ones (FD, RMSE to the converged ODE); "cost" is its
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import converged, grid, noise, write_json
+from ..bench import grid, held_out_reference, noise, write_json
 from ..lambdas import distill
 from ..lambdas.fit import SCHEDULE_BUDGET
 from ..samplers import sample
@@ -28,9 +28,8 @@ VARIANTS = {
 
 def run(cases=CASES, variants=VARIANTS, fit_batch=256, eval_batch=2000, log=print):
     model = load_tiny_model()
-    fit_x, eval_x = noise(fit_batch, 0), noise(eval_batch, 1)
-    log(f"converged ODE reference on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x, progress=log is print)
+    fit_x = noise(fit_batch, 0)
+    eval_x, reference = held_out_reference(model, eval_batch, log)
     result = {"fd_converged": fd_digits(reference), "rows": []}
     log("| sampler | steps | variant | FD | FD / ODE | RMSE | cost |\n|---|---|---|---|---|---|---|")
     jobs = [(s, n, name) for s, n in cases for name in variants]

@@ -10,7 +10,7 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import converged, grid, noise, write_json
+from ..bench import grid, held_out_reference, noise, write_json
 from ..lambdas import distill
 from ..samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
@@ -28,9 +28,7 @@ def fit_batches(size):
 
 def run(cases=CASES, batches=BATCHES, eval_batch=2000, log=print):
     model = load_tiny_model()
-    eval_x = noise(eval_batch, 1)
-    log(f"converged ODE reference on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x, progress=log is print)
+    eval_x, reference = held_out_reference(model, eval_batch, log)
     result = {"fd_converged": fd_digits(reference), "eval_batch": eval_batch, "rows": []}
     log("| sampler | steps | fit | fit latents | FD (each draw) | FD median / ODE | RMSE median |\n"
         "|---|---|---|---|---|---|---|")

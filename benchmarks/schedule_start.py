@@ -15,23 +15,19 @@ from unittest import mock
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import converged, grid, noise, write_json
+from ..bench import grid, held_out_reference, write_json
 from ..lambdas import distill
 from ..lambdas import fit as fit_module
 from ..samplers import karras_sigmas, sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 from ..testbed.denoisers import make_gmm
+from .fit_batch import fit_batches
 
 CASES = (("euler", 5, 16), ("dpmpp_2m", 5, 16), ("euler", 5, 256), ("dpmpp_2m", 5, 256), ("dpmpp_2m", 4, 256),
          ("dpmpp_3m", 4, 256))
-DRAWS = 3  # independent fit batches for sizes below 256
 STARTS = ("user grid", "auto")
 GMM_SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_3m", "heun", "ipndm", "deis")
 GMM_SEEDS = (2, 5)
-
-
-def fit_batches(size):
-    return [noise(size, 0)] if size >= 256 else [noise(size, 10 + k) for k in range(DRAWS)]
 
 
 def fit_from(start, model, x, sigmas, sampler, **options):
@@ -62,9 +58,7 @@ def gmm_rows(log):
 
 def run(cases=CASES, eval_batch=2000, log=print):
     model = load_tiny_model()
-    eval_x = noise(eval_batch, 1)
-    log(f"converged ODE reference on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x, progress=log is print)
+    eval_x, reference = held_out_reference(model, eval_batch, log)
     result = {"fd_converged": fd_digits(reference), "eval_batch": eval_batch, "rows": []}
     log("| sampler | steps | fit latents | start | fit RMSE to teacher (each draw) | FD / ODE (each draw) | "
         "FD median / ODE | RMSE to ODE median |\n|---|---|---|---|---|---|---|---|")
