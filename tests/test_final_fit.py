@@ -132,6 +132,17 @@ def test_an_fp16_grid_keeps_the_teacher_grid_in_float32(gmm):
     assert not any("NaN" in w for w in fit.report.warnings)
 
 
+def test_a_schedule_fit_on_a_model_whose_output_never_moves_keeps_the_users_grid():
+    """D(x, σ) = μ for every x and σ: the teacher's output never changes (no equidistributed grid to start from) and
+    Euler is exact on any grid, so the fit keeps the stock sampler and says so."""
+    mu = torch.linspace(-1, 1, 16)
+    model = lambda x, sigma, **kwargs: mu.expand_as(x).clone()
+    sigmas = karras_sigmas(4)
+    fit = dode.distill(model, noise(4, 4, dim=16), sigmas, "euler", schedule=True, disable=True)
+    assert torch.equal(fit.sigmas, sigmas.double()) and fit.lambdas.tolist() == [0.0] * 4
+    assert any("stock sampler" in w for w in fit.report.warnings)
+
+
 def test_schedule_map_is_the_grid_at_zero_and_monotone_inside_the_floor():
     sigmas = karras_sigmas(6, sigma_min=0.03, sigma_max=14.6)
     exact = ScheduleMap(sigmas)
