@@ -28,7 +28,9 @@ The schedule keeps the first σ and the final σ and moves the others, as softma
 with s⁰ chosen so that u = 0 is the user grid, m = MIN_SHARE the smallest share an increment can take, and t_floor
 the final σ's t, or, for a grid ending in 0, the host's smallest usable σ (0 if none is given): the last increment is
 then the slack between the last positive σ and that floor. Every θ is a strictly decreasing grid inside the host's
-range, by construction; one the host's σ dtype cannot hold apart counts as a rejected trial.
+range, by construction; one the host's σ dtype cannot hold apart counts as a rejected trial. The schedule fit starts
+from the user's grid or, when λ = 0 on it is closer to the teacher, from ``equidistributed_grid``: the grid on which
+every step sees the same share of the teacher's output change Σ‖D_{k+1} − D_k‖ (``DenoisedPath`` records it).
 """
 import math
 
