@@ -9,6 +9,7 @@ alone on the user's grid: RMSE to the teacher's final sample on the fit batch.
 
     python -m dode.benchmarks.schedule_start      # prints the table, writes schedule_start.json
 """
+import contextlib
 import statistics
 from unittest import mock
 
@@ -31,9 +32,9 @@ GMM_SEEDS = (2, 5)
 
 
 def fit_from(start, model, x, sigmas, sampler, **options):
-    if start == "auto":
-        return distill(model, x, sigmas, sampler, schedule=True, disable=True, **options)
-    with mock.patch.object(fit_module, "equidistributed_start", lambda *args: None):
+    """The schedule fit as distill() makes it ("auto"), or with the equidistributed start switched off."""
+    user_grid = mock.patch.object(fit_module, "equidistributed_start", lambda *args: None)
+    with contextlib.nullcontext() if start == "auto" else user_grid:
         return distill(model, x, sigmas, sampler, schedule=True, disable=True, **options)
 
 

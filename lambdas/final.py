@@ -100,11 +100,12 @@ class ScheduleMap:
 
 class DenoisedPath:
     """A teacher callback that keeps, per teacher step, the mean over the batch of ‖D_{k+1} − D_k‖ (the change of the
-    model's output between consecutive teacher evaluations): O(batch × latent) memory, one scalar per step."""
+    model's output between consecutive teacher evaluations): O(batch × latent) memory, one scalar per step. The
+    scalars stay on the model's device until ``changes()`` reads them, so the teacher's loop never waits on a copy."""
 
     def __init__(self):
         self.previous = None
-        self.changes = []
+        self.norms = []
 
     def __call__(self, info):
         denoised = info.get("denoised")
@@ -112,8 +113,12 @@ class DenoisedPath:
             return
         denoised = denoised.double()
         if self.previous is not None:
-            self.changes.append(float((denoised - self.previous).flatten(1).norm(dim=1).mean()))
+            self.norms.append((denoised - self.previous).flatten(1).norm(dim=1).mean())
         self.previous = denoised
+
+    def changes(self):
+        """The recorded changes, one float per teacher step after the first."""
+        return torch.stack(self.norms).tolist() if self.norms else []
 
 
 def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
@@ -130,14 +135,14 @@ def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
     if not (torch.isfinite(weights).all() and weights.sum() > 0):
         return None
     cumulative = torch.cat([weights.new_zeros(1), weights.cumsum(0)]) / weights.sum()
-    t = teacher_sigmas.detach().double().cpu() ** (1 / rho)
+    ends = teacher_sigmas.detach().double().cpu()
+    t = ends ** (1 / rho)
     knots = []
     for k in range(1, steps):
         j = int(torch.searchsorted(cumulative, torch.tensor(k / steps, dtype=torch.float64)).clamp(1, len(t) - 1))
         width = cumulative[j] - cumulative[j - 1]
         fraction = (k / steps - cumulative[j - 1]) / width if width > 0 else 0.0
         knots.append(t[j - 1] + fraction * (t[j] - t[j - 1]))
-    ends = teacher_sigmas.detach().double().cpu()
     return torch.cat([ends[:1], torch.stack(knots) ** rho, ends[-1:]])
 
 

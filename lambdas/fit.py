@@ -314,9 +314,9 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
                   schedule, floor, budget, jacobian_batch, report):
     """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
     grid = teacher_grid(sigmas, sigmas, scale)
-    path = DenoisedPath()
+    path = DenoisedPath() if schedule else None
     _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set(),
-                            path if schedule else None)
+                            path)
     teacher_rows = model.rows
     budget_rows = int(budget * greedy_rows(x, sigmas, sampler, teacher, flow)) - teacher_rows
     report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
@@ -327,10 +327,10 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     stock = fit.evaluate(theta0, stock=True)
     report.rmse_stock = math.sqrt(stock[1])
     start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
-    equidistributed = None if schedule_map is None else equidistributed_start(fit, schedule_map, grid, path.changes,
-                                                                              len(sigmas) - 1, stock[3])
-    if equidistributed is not None and equidistributed[1] < start[1]:
-        start = equidistributed
+    if schedule_map is not None:
+        equidistributed = equidistributed_start(fit, schedule_map, grid, path.changes(), len(sigmas) - 1, stock[3])
+        if equidistributed is not None and equidistributed[1] < start[1]:
+            start = equidistributed
     ticker = None if callback is None else (
         lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
                                        "total": max(budget_rows, 1), "x": final, "denoised": final}))

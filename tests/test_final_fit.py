@@ -38,8 +38,8 @@ def test_final_fit_never_ends_further_from_the_teacher_than_stock(gmm, sampler):
 def test_schedule_fit_keeps_the_ends_and_beats_lambda_alone(gmm, sampler):
     """On the exact GMM the fitted schedule beats λ alone, except for DPM++ 3M: started from the equidistributed grid
     (closer to the teacher than the user's at λ = 0) it ends in a poorer minimum than λ alone on the user's grid
-    (measured: 0.161 vs 0.090, both far below stock's 1.43; README, "Where the schedule fit starts"). Heun beats λ alone only from that start
-    (0.0096 vs 0.37; 0.50 from the user's grid)."""
+    (measured: 0.161 vs 0.090, both far below stock's 1.43; README, "Where the schedule fit starts"). Heun beats λ
+    alone only from that start (0.0096 vs 0.37; 0.50 from the user's grid)."""
     x, sigmas = noise(16, 2), karras_sigmas(5)
     alone = dode.distill(gmm, x, sigmas, sampler, objective="final", scale=4, disable=True)
     fit = dode.distill(gmm, x, sigmas, sampler, schedule=True, scale=4, disable=True)
