@@ -6,8 +6,18 @@ objective is the distance between the student's final sample and the teacher's f
     L(θ) = mean_b ‖x_N(θ; x_T^b) − x_teacher^b‖²,
 
 which is what the greedy step-by-step fit only approximates (a step that "repairs" an intermediate error the stock
-solver heals later costs the rest of the trajectory). L is minimised without autograd by Levenberg–Marquardt on the
-residual r(θ) = x_N(θ) − x_teacher:
+solver heals later costs the rest of the trajectory), plus a detail term (``detail_norms``; weight w = ``detail``):
+
+    L(θ) = mean_b [ ‖x_N^b − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
+
+∇ the forward differences along the last two (spatial) axes. Why: a student that cannot match the teacher exactly
+minimises the first term by regressing towards the mean — it keeps only the part of the detail it can place exactly
+(a regression coefficient ⟨d_s, d_t⟩/‖d_s‖² < 1), and the user sees softer, lower-contrast samples at the same pixel
+distance (measured on the digits: the detail deficit tracks FD at equal RMSE; benchmarks/detail.py). The second term
+asks every sample to carry as much detail as its teacher's. It is 0 when the student matches the teacher and at most
+8 w times the first term (|‖∇a‖ − ‖∇b‖| ≤ ‖∇(a − b)‖ ≤ 2√2 ‖a − b‖), so it only chooses among near-equal fits. A
+batch with fewer than two spatial axes (e.g. a flat vector) has no detail term. L is minimised without autograd by
+Levenberg–Marquardt on the residual r(θ) (per latent: x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖)):
 
     δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r,   accepted if L(θ + δ) < L(θ) on the whole fit batch (else μ grows),
 
@@ -18,8 +28,9 @@ with the Jacobian J = ∂r/∂θ by forward differences. Its cost is kept low th
 - after an accepted step, J gets Broyden's rank-one update J += (Δr − J δ) δᵀ / δᵀδ from the step's own run; it is
   recomputed only when a stale J stops giving accepted steps.
 
-λ = 0 on the user's grid (the stock sampler) is in the search space and is evaluated first; the fit returns the best
-θ it evaluated and falls back to the stock sampler (with a warning) unless that is strictly closer to the teacher.
+λ = 0 on the user's grid (the stock sampler) is in the search space and is evaluated first; the fit returns the θ of
+lowest L it evaluated and falls back to the stock sampler (with a warning) unless that is strictly closer to the
+teacher's final sample (the distance alone, without the detail term).
 
 The schedule keeps the first σ and the final σ and moves the others, as softmax increments in t = σ^(1/ρ):
 
@@ -41,6 +52,7 @@ from .calls import ReplayModel, Trajectory
 
 MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
 DEFAULT_JACOBIAN_BATCH = 32
+DEFAULT_DETAIL = 1.0  # weight of the detail term; chosen by measurement (benchmarks/detail.py, README)
 FD_STEPS = (1e-2, 1e-3, 1e-4)  # forward-difference steps in λ and the schedule logits, tried in turn (see optimise)
 SCHEDULE_RHO = 7.0
 MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
@@ -146,6 +158,16 @@ def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
     return torch.cat([ends[:1], torch.stack(knots) ** rho, ends[-1:]])
 
 
+def detail_norms(x):
+    """Per latent ‖∇x_b‖: the norm of x's forward differences along its last two axes, both stacked (float64); None
+    for a batch with fewer than two axes after the batch axis."""
+    if x.ndim < 3:
+        return None
+    x = x.double()
+    across, down = x[..., 1:] - x[..., :-1], x[..., 1:, :] - x[..., :-1, :]
+    return torch.cat([across.flatten(1), down.flatten(1)], 1).norm(dim=1)
+
+
 def slice_rows(extra_args, rows, batch):
     """``extra_args`` for a sub-batch: top-level tensors whose first dimension is the batch are sliced to ``rows``."""
     return {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == batch else v for k, v in extra_args.items()}
@@ -155,8 +177,10 @@ class FinalFit:
     """The parameters, the solver runs and the Levenberg–Marquardt loop of one final-sample fit."""
 
     def __init__(self, model, x, sigmas, sampler, target, extra_args=None, flow=False, first_step="none",
-                 schedule=None, jacobian_batch=DEFAULT_JACOBIAN_BATCH, clamp=None):
+                 schedule=None, jacobian_batch=DEFAULT_JACOBIAN_BATCH, clamp=None, detail=DEFAULT_DETAIL):
         self.model, self.x, self.sigmas, self.target = model, x, sigmas, target
+        self.target_detail = detail_norms(target) if detail else None
+        self.detail_scale = math.sqrt(detail)
         self.solver = get_solver(sampler)
         self.extra_args = {} if extra_args is None else extra_args
         self.flow = flow
@@ -193,8 +217,18 @@ class FinalFit:
                               **flow_option(self.solver, self.flow))
 
     def residual(self, final, rows=None):
+        """r per latent (on ``rows``, or all): x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖) if there is a
+        detail term; flattened, latent after latent."""
         target = self.target if rows is None else self.target[rows]
-        return (final.double() - target.double()).flatten()
+        r = (final.double() - target.double()).flatten(1)
+        if self.target_detail is not None:
+            target_detail = self.target_detail if rows is None else self.target_detail[rows]
+            r = torch.cat([r, self.detail_scale * (detail_norms(final) - target_detail)[:, None]], 1)
+        return r.flatten()
+
+    def distance(self, final):
+        """The RMSE of a final sample to the teacher's over the whole batch (no detail term)."""
+        return (final.double() - self.target.double()).square().mean().sqrt().item()
 
     def usable(self, theta):
         """False if θ's grid is not strictly decreasing once rounded to the host's σ dtype (e.g. float16)."""
@@ -202,8 +236,9 @@ class FinalFit:
         return bool((grid[1:] < grid[:-1]).all())
 
     def evaluate(self, theta, replay=None, stock=False):
-        """(θ, L, residual, trajectory, final sample) on the whole batch; L = inf for a non-finite result or a grid
-        the host's σ dtype cannot hold (then nothing runs and the rest is None)."""
+        """(θ, L, residual, trajectory, final sample) on the whole batch, L the mean square of the residual (the
+        module's L up to a constant factor); L = inf for a non-finite result or a grid the host's σ dtype cannot hold
+        (then nothing runs and the rest is None)."""
         if not stock and not self.usable(theta):
             return theta, math.inf, None, None, None
         trajectory = Trajectory()

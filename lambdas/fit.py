@@ -15,7 +15,8 @@ from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landi
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, SigmaLog
 from .files import LambdaEntry
-from .final import DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap, equidistributed_grid
+from .final import (DEFAULT_DETAIL, DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap,
+                    equidistributed_grid)
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
@@ -185,7 +186,7 @@ class DistillResult:
                            metrics=metrics)
 
 
-def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget):
+def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget, detail):
     get_solver(sampler)
     get_solver(teacher)
     if objective not in OBJECTIVES:
@@ -198,6 +199,8 @@ def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedu
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
         raise ValueError(f"budget must be a positive number (the final fit's network rows in units of the greedy "
                          f"fit's), got {budget!r}")
+    if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail < math.inf:
+        raise ValueError(f"detail must be a finite weight ≥ 0 (0 fits the distance alone), got {detail!r}")
     if first_step not in FIRST_STEP_MODES:
         raise ValueError(f"first_step must be one of {FIRST_STEP_MODES}, got {first_step!r}")
     if clamp is not None and not clamp > 0:
@@ -311,7 +314,7 @@ def equidistributed_start(fit, schedule_map, teacher_sigmas, changes, steps, rep
 
 
 def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
-                  schedule, floor, budget, jacobian_batch, report):
+                  schedule, floor, budget, jacobian_batch, detail, report):
     """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
     grid = teacher_grid(sigmas, sigmas, scale)
     path = DenoisedPath() if schedule else None
@@ -322,10 +325,10 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
     schedule_map = ScheduleMap(sigmas, floor) if schedule else None
     fit = FinalFit(model, x, sigmas, sampler, target, extra_args, flow, first_step, schedule_map, jacobian_batch,
-                   clamp)
+                   clamp, detail)
     theta0 = torch.zeros(fit.size, dtype=torch.float64)
     stock = fit.evaluate(theta0, stock=True)
-    report.rmse_stock = math.sqrt(stock[1])
+    report.rmse_stock = fit.distance(stock[4])
     start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
     if schedule_map is not None:
         equidistributed = equidistributed_start(fit, schedule_map, grid, path.changes(), len(sigmas) - 1, stock[3])
@@ -336,14 +339,15 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
                                        "total": max(budget_rows, 1), "x": final, "denoised": final}))
     theta, loss, _, trajectory, samples = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker)
     report.trials = fit.history
-    if not loss < stock[1]:
+    distance = fit.distance(samples) if math.isfinite(loss) else math.inf
+    if not distance < report.rmse_stock:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
                                "returning λ = 0 on the input grid (the stock sampler)")
-        loss, trajectory, samples = stock[1], stock[3], stock[4]
+        distance, trajectory, samples = report.rmse_stock, stock[3], stock[4]
         lambdas, grid_used = [0.0] * fit.n_lambdas, sigmas
     else:
         lambdas, grid_used = fit.unpack(theta)
-    report.rmse_after = math.sqrt(loss)
+    report.rmse_after = distance
     report.steps = evaluation_rows(trajectory.sigmas(), lambdas, landing_sigmas(sampler, grid_used, flow))
     return torch.tensor(lambdas, dtype=torch.float64), grid_used, samples, target
 
@@ -351,7 +355,7 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
 def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=None, extra_args=None,
             callback=None, first_step=DEFAULT_FIRST_STEP, clamp=None, compare_stock=False, disable=None, flow=False,
             objective=DEFAULT_OBJECTIVE, schedule=False, sigma_range=None, budget=None,
-            jacobian_batch=DEFAULT_JACOBIAN_BATCH):
+            jacobian_batch=DEFAULT_JACOBIAN_BATCH, detail=DEFAULT_DETAIL):
     """Fits one λ per network evaluation of ``sampler`` on ``sigmas`` for the batch ``x`` (initial noisy latents).
 
     ``objective="final"`` fits every λ to the teacher's final sample (lambdas/final.py); ``"greedy"`` is the paper's
@@ -364,7 +368,8 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     ``compare_stock=True`` makes the greedy fit run the stock student too (one more run) to report its distance; the
     final fit always measures it. ``budget`` bounds the final fit's network rows, its teacher included, in units of
     what the greedy fit would cost on the same batch (default FINAL_BUDGET, or SCHEDULE_BUDGET with a schedule);
-    ``jacobian_batch`` bounds the latents each of its Jacobians is taken on.
+    ``jacobian_batch`` bounds the latents each of its Jacobians is taken on, and ``detail`` weighs its detail term
+    (each sample's ‖∇x‖ against its teacher's; 0 fits the distance alone; lambdas/final.py).
     ``callback`` receives ``{"phase": "teacher" | "stock" | "student" | "fit", "i": ..., "total": ..., "x": ...,
     "denoised": ...}``: per teacher/student step (the sampler's state and model output) and, for the final fit, per
     optimisation step (``i`` / ``total``: network rows spent of the budget; ``x`` and ``denoised``: the fit's
@@ -372,7 +377,7 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
     scale = (DEFAULT_SCALE if objective == "greedy" else FINAL_SCALE) if scale is None else scale
     budget = (SCHEDULE_BUDGET if schedule else FINAL_BUDGET) if budget is None else budget
-    check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget)
+    check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget, detail)
     floor = check_grid(sigmas, schedule, sigma_range)
     check_batch(x)
     start = time.perf_counter()
@@ -385,7 +390,7 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     else:
         lambdas, grid, samples, target = distill_final(counted, x, sigmas, sampler, teacher, scale, extra_args,
                                                        callback, first_step, clamp, disable, flow, schedule, floor,
-                                                       budget, jacobian_batch, report)
+                                                       budget, jacobian_batch, detail, report)
     report.network_calls, report.network_rows = counted.calls, counted.rows
     report.seconds = time.perf_counter() - start
     return DistillResult(lambdas=lambdas, sampler=sampler, sigmas=grid.detach().double().cpu(), teacher=teacher,

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import dode
+from dode.bench import grid as digits_grid, noise as noise_digits
 from dode.lambdas.calls import CountedModel, ReplayModel, Trajectory
-from dode.lambdas.final import ScheduleMap, equidistributed_grid
+from dode.lambdas.final import FinalFit, ScheduleMap, detail_norms, equidistributed_grid
 from dode.samplers import SAMPLER_NAMES, get_solver, karras_sigmas
 
 
@@ -206,6 +207,8 @@ def test_a_fitted_schedule_entry_is_found_by_its_range_and_by_its_grid(gmm, tmp_
     ({"sigma_range": (0.01, 40.0)}, "the model can use σ in \\[0.01, 40\\]"),
     ({"sigma_range": (5.0, 1.0)}, "sigma_range must be"),
     ({"budget": 0}, "budget must be a positive number"),
+    ({"detail": -1.0}, "detail must be a finite weight ≥ 0"),
+    ({"detail": math.inf}, "detail must be a finite weight ≥ 0"),
 ])
 def test_bad_fit_arguments_get_one_clear_error(gmm, args, message):
     kwargs = {"x": noise(2, 11), "sigmas": karras_sigmas(4), "sampler": "euler", "disable": True, **args}
@@ -254,3 +257,46 @@ def test_extreme_logits_never_collapse_a_step_and_a_half_precision_grid_still_fi
     fit = dode.distill(gmm, noise(8, 14, sigma_max=14.6), sigmas.half(), "euler", schedule=True, scale=2,
                        disable=True)
     assert (fit.sigmas[1:] < fit.sigmas[:-1]).all() and torch.isfinite(fit.lambdas).all()
+
+
+def test_detail_norms_are_the_norm_of_the_forward_differences_along_the_last_two_axes():
+    """A ramp b·j along the width: every one of the H·(W − 1) horizontal differences is b, every vertical one 0."""
+    ramp = torch.arange(3.0)[:, None, None, None] * torch.arange(5.0)[None, None, None, :].expand(3, 2, 4, 5)
+    expected = torch.arange(3.0, dtype=torch.float64) * math.sqrt(2 * 4 * 4)
+    assert torch.allclose(detail_norms(ramp), expected)
+    assert torch.allclose(detail_norms(ramp.transpose(-1, -2)), expected)
+    assert detail_norms(torch.ones(3, 64)) is None
+
+
+def test_the_residual_appends_each_latents_detail_gap_weighted_by_the_root_of_the_weight(digits_model):
+    x, sigmas = noise_digits(4, 6), digits_grid(3)
+    target = dode.sample(digits_model, x, digits_grid(12), "dpmpp_2m", disable=True)
+    final = dode.sample(digits_model, x, sigmas, "euler", disable=True)
+    fit = FinalFit(digits_model, x, sigmas, "euler", target, detail=2.0)
+    r = fit.residual(final).view(4, -1)
+    assert torch.equal(r[:, :-1], (final.double() - target.double()).flatten(1))
+    gap = detail_norms(final) - detail_norms(target)
+    assert torch.allclose(r[:, -1], math.sqrt(2.0) * gap) and gap.abs().min() > 0
+    assert fit.distance(final) == pytest.approx((final.double() - target.double()).square().mean().sqrt().item())
+    assert FinalFit(digits_model, x, sigmas, "euler", target, detail=0).residual(final).numel() == final.numel()
+
+
+@pytest.mark.parametrize("sampler, steps", [("dpmpp_2m", 5), ("dpmpp_3m", 4)])
+def test_the_detail_term_keeps_the_samples_as_detailed_as_the_teachers(digits_model, sampler, steps):
+    """The distance alone lets a student that cannot match its teacher regress towards the mean (softer samples);
+    the detail term brings the samples' mean ‖∇x‖ closer to the teacher's (measured on 32 latents, seeds 3–5:
+    0.96–0.98 → 0.97–0.99 of the teacher's) at about the same distance."""
+    x, sigmas = noise_digits(32, 3), digits_grid(steps)
+    ratio = {}
+    for weight in (0.0, 1.0):
+        fit = dode.distill(digits_model, x, sigmas, sampler, schedule=True, detail=weight, disable=True)
+        ratio[weight] = (detail_norms(fit.samples).mean() / detail_norms(fit.teacher_samples).mean()).item()
+        assert fit.report.rmse_after < 0.5 * fit.report.rmse_stock
+    assert ratio[0.0] < ratio[1.0] <= 1.02
+
+
+def test_a_flat_latent_has_no_detail_term(gmm):
+    x, sigmas = noise(8, 15), karras_sigmas(4)
+    with_term = dode.distill(gmm, x, sigmas, "dpmpp_2m", schedule=True, scale=2, disable=True)
+    without = dode.distill(gmm, x, sigmas, "dpmpp_2m", schedule=True, scale=2, detail=0, disable=True)
+    assert torch.equal(with_term.lambdas, without.lambdas) and torch.equal(with_term.sigmas, without.sigmas)
