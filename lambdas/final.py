@@ -29,8 +29,8 @@ with the Jacobian J = ∂r/∂θ by forward differences. Its cost is kept low th
   recomputed only when a stale J stops giving accepted steps.
 
 λ = 0 on the user's grid (the stock sampler) is in the search space and is evaluated first; the fit returns the θ of
-lowest L it evaluated and falls back to the stock sampler (with a warning) unless that is strictly closer to the
-teacher's final sample (the distance alone, without the detail term).
+lowest L among the states it reached that are strictly closer to the teacher's final sample than stock (the
+distance alone, without the detail term), and the stock sampler with a warning if it reached none.
 
 The schedule keeps the first σ and the final σ and moves the others, as softmax increments in t = σ^(1/ρ):
 
@@ -281,9 +281,11 @@ class FinalFit:
             theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
         return theta
 
-    def optimise(self, start, budget, progress=None):
+    def optimise(self, start, budget, progress=None, bound=math.inf):
         """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final) until it converges or has spent
-        ``budget`` network rows; returns the best (θ, L, r, trajectory, final) evaluated.
+        ``budget`` network rows; returns the (θ, L, r, trajectory, final) of lowest L among the states it reached
+        whose distance to the teacher is below ``bound`` (the stock sampler's, so that the detail term never buys
+        detail with a sample further from the teacher than stock), or None if it reached none.
 
         The damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step whose actual/predicted
         decrease is ρ; × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update; a rejected
@@ -292,6 +294,7 @@ class FinalFit:
         strong CFG: no descent at 1e-2, measured): the next, finer one of FD_STEPS is tried before the fit stops.
         ``progress(trial, final)`` follows each trial."""
         theta, loss, r, trajectory, final = start
+        best = start if math.isfinite(loss) and self.distance(final) < bound else None
         spent = self.model.rows
         cost = {"jacobian": 0, "trial": 0}
         jac, fresh, damping, growth = None, False, INITIAL_DAMPING, 2
@@ -315,7 +318,8 @@ class FinalFit:
             predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
             gain = (loss - c_loss) / predicted if predicted > 0 else -1.0
             accepted = c_loss < loss
-            self.history.append({"trial": trial, "rmse": math.sqrt(c_loss), "accepted": accepted,
+            c_distance = self.distance(c_final) if math.isfinite(c_loss) else math.inf
+            self.history.append({"trial": trial, "loss": c_loss, "rmse": c_distance, "accepted": accepted,
                                  "damping": damping, "rows": self.model.rows - spent})
             if progress is not None:
                 progress(trial, c_final if accepted else final)
@@ -323,6 +327,8 @@ class FinalFit:
                 improvement = (loss - c_loss) / loss
                 jac = broyden(jac, self.on_rows(c_r) - r_rows, delta)
                 theta, loss, r, trajectory, final = candidate, c_loss, c_r, c_traj, c_final
+                if c_distance < bound:
+                    best = candidate, c_loss, c_r, c_traj, c_final
                 fresh, damping, growth = False, max(damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), MIN_DAMPING), 2
                 if improvement < MIN_IMPROVEMENT:
                     break
@@ -334,7 +340,7 @@ class FinalFit:
                 jac, damping, growth = None, INITIAL_DAMPING, 2
             else:
                 break
-        return theta, loss, r, trajectory, final
+        return best
 
     def next_fd_step(self):
         """Moves to the next forward-difference step of FD_STEPS; False when none is left."""

@@ -302,8 +302,8 @@ def greedy_rows(x, sigmas, sampler, teacher, flow):
 
 def equidistributed_start(fit, schedule_map, teacher_sigmas, changes, steps, replay):
     """λ = 0 on the grid that spreads the teacher's output change evenly over the steps (final.equidistributed_grid),
-    evaluated on the whole batch (None if the teacher's output never moved). The schedule fit starts from it when it
-    is closer to the teacher than the user's grid: measured, a start on the user's Karras grid left 16-latent Euler 5
+    evaluated on the whole batch (None if the teacher's output never moved). The schedule fit starts from it when its
+    objective L (lambdas/final.py) is lower than on the user's grid: measured, a start on the user's Karras grid left 16-latent Euler 5
     fits in poor minima (benchmarks/schedule_start.py)."""
     equidistributed = equidistributed_grid(teacher_sigmas, changes, steps)
     if equidistributed is None:
@@ -337,17 +337,18 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
     ticker = None if callback is None else (
         lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
                                        "total": max(budget_rows, 1), "x": final, "denoised": final}))
-    theta, loss, _, trajectory, samples = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker)
+    bound = report.rmse_stock if math.isfinite(report.rmse_stock) else math.inf
+    best = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker, bound)
     report.trials = fit.history
-    distance = fit.distance(samples) if math.isfinite(loss) else math.inf
-    if not distance < report.rmse_stock:
+    if best is None:
         report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
                                "returning λ = 0 on the input grid (the stock sampler)")
-        distance, trajectory, samples = report.rmse_stock, stock[3], stock[4]
+        trajectory, samples = stock[3], stock[4]
         lambdas, grid_used = [0.0] * fit.n_lambdas, sigmas
     else:
+        theta, _, _, trajectory, samples = best
         lambdas, grid_used = fit.unpack(theta)
-    report.rmse_after = distance
+    report.rmse_after = fit.distance(samples)
     report.steps = evaluation_rows(trajectory.sigmas(), lambdas, landing_sigmas(sampler, grid_used, flow))
     return torch.tensor(lambdas, dtype=torch.float64), grid_used, samples, target
 
