@@ -6,7 +6,8 @@ objective is the distance between the student's final sample and the teacher's f
     L(θ) = mean_b ‖x_N(θ; x_T^b) − x_teacher^b‖²,
 
 which is what the greedy step-by-step fit only approximates (a step that "repairs" an intermediate error the stock
-solver heals later costs the rest of the trajectory), plus a detail term (``detail_norms``; weight w = ``detail``):
+solver heals later costs the rest of the trajectory), plus a detail term (``detail_norms``; weight w = ``detail``,
+by default 1 for a schedule fit and 0 for λ alone, measured: README):
 
     L(θ) = mean_b [ ‖x_N^b − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
 
@@ -52,7 +53,6 @@ from .calls import ReplayModel, Trajectory
 
 MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
 DEFAULT_JACOBIAN_BATCH = 32
-DEFAULT_DETAIL = 1.0  # weight of the detail term; chosen by measurement (benchmarks/detail.py, README)
 FD_STEPS = (1e-2, 1e-3, 1e-4)  # forward-difference steps in λ and the schedule logits, tried in turn (see optimise)
 SCHEDULE_RHO = 7.0
 MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
@@ -177,7 +177,7 @@ class FinalFit:
     """The parameters, the solver runs and the Levenberg–Marquardt loop of one final-sample fit."""
 
     def __init__(self, model, x, sigmas, sampler, target, extra_args=None, flow=False, first_step="none",
-                 schedule=None, jacobian_batch=DEFAULT_JACOBIAN_BATCH, clamp=None, detail=DEFAULT_DETAIL):
+                 schedule=None, jacobian_batch=DEFAULT_JACOBIAN_BATCH, clamp=None, detail=0.0):
         self.model, self.x, self.sigmas, self.target = model, x, sigmas, target
         self.target_detail = detail_norms(target) if detail else None
         self.detail_scale = math.sqrt(detail)

@@ -15,13 +15,13 @@ from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landi
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, SigmaLog
 from .files import LambdaEntry
-from .final import (DEFAULT_DETAIL, DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap,
-                    equidistributed_grid)
+from .final import DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap, equidistributed_grid
 
 DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
 DEFAULT_SCALE = 10
 FINAL_SCALE = 10
 FINAL_BUDGET, SCHEDULE_BUDGET = 2.5, 5.0  # a final fit's network rows, teacher included, in greedy fits
+FINAL_DETAIL, SCHEDULE_DETAIL = 0.0, 1.0  # the detail term's weight (lambdas/final.py), measured: README
 OBJECTIVES = ("final", "greedy")
 DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
@@ -356,7 +356,7 @@ def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callbac
 def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=None, extra_args=None,
             callback=None, first_step=DEFAULT_FIRST_STEP, clamp=None, compare_stock=False, disable=None, flow=False,
             objective=DEFAULT_OBJECTIVE, schedule=False, sigma_range=None, budget=None,
-            jacobian_batch=DEFAULT_JACOBIAN_BATCH, detail=DEFAULT_DETAIL):
+            jacobian_batch=DEFAULT_JACOBIAN_BATCH, detail=None):
     """Fits one λ per network evaluation of ``sampler`` on ``sigmas`` for the batch ``x`` (initial noisy latents).
 
     ``objective="final"`` fits every λ to the teacher's final sample (lambdas/final.py); ``"greedy"`` is the paper's
@@ -370,7 +370,8 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     final fit always measures it. ``budget`` bounds the final fit's network rows, its teacher included, in units of
     what the greedy fit would cost on the same batch (default FINAL_BUDGET, or SCHEDULE_BUDGET with a schedule);
     ``jacobian_batch`` bounds the latents each of its Jacobians is taken on, and ``detail`` weighs its detail term
-    (each sample's ‖∇x‖ against its teacher's; 0 fits the distance alone; lambdas/final.py).
+    (each sample's ‖∇x‖ against its teacher's, lambdas/final.py; default SCHEDULE_DETAIL with a schedule, else
+    FINAL_DETAIL = 0: the distance alone).
     ``callback`` receives ``{"phase": "teacher" | "stock" | "student" | "fit", "i": ..., "total": ..., "x": ...,
     "denoised": ...}``: per teacher/student step (the sampler's state and model output) and, for the final fit, per
     optimisation step (``i`` / ``total``: network rows spent of the budget; ``x`` and ``denoised``: the fit's
@@ -378,6 +379,7 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
     scale = (DEFAULT_SCALE if objective == "greedy" else FINAL_SCALE) if scale is None else scale
     budget = (SCHEDULE_BUDGET if schedule else FINAL_BUDGET) if budget is None else budget
+    detail = (SCHEDULE_DETAIL if schedule else FINAL_DETAIL) if detail is None else detail
     check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget, detail)
     floor = check_grid(sigmas, schedule, sigma_range)
     check_batch(x)

@@ -313,3 +313,14 @@ def test_the_detail_term_never_buys_detail_with_a_sample_further_from_the_teache
     assert fit.report.rmse_after == pytest.approx([d for d in reached if d < fit.report.rmse_stock][-1], rel=1e-9)
     assert fit.report.rmse_after == pytest.approx(
         (fit.samples.double() - fit.teacher_samples.double()).square().mean().sqrt().item(), rel=1e-9)
+
+
+def test_the_detail_term_is_on_for_schedule_fits_and_off_for_lambda_alone(digits_model):
+    """The measured defaults (README, "The detail term"): w = 1 with a schedule, the distance alone without."""
+    x, sigmas = noise_digits(8, 4), digits_grid(3)
+    for schedule, weight in ((False, 0.0), (True, 1.0)):
+        default = dode.distill(digits_model, x, sigmas, "euler", schedule=schedule, disable=True)
+        explicit = dode.distill(digits_model, x, sigmas, "euler", schedule=schedule, detail=weight, disable=True)
+        other = dode.distill(digits_model, x, sigmas, "euler", schedule=schedule, detail=1.0 - weight, disable=True)
+        assert torch.equal(default.lambdas, explicit.lambdas) and torch.equal(default.sigmas, explicit.sigmas)
+        assert not torch.equal(default.lambdas, other.lambdas)
