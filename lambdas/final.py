@@ -11,13 +11,13 @@ by default 1 for a schedule fit and 0 for λ alone, measured: README):
 
     L(θ) = mean_b [ ‖x_N^b − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
 
-∇ the forward differences along the last two (spatial) axes. Why: a student that cannot match the teacher exactly
+∇ the forward differences along the spatial axes (the last two, or the one of a sequence; never the channels). Why: a student that cannot match the teacher exactly
 minimises the first term by regressing towards the mean — it keeps only the part of the detail it can place exactly
 (a regression coefficient ⟨d_s, d_t⟩/‖d_s‖² < 1), and the user sees softer, lower-contrast samples at the same pixel
 distance (measured on the digits: the detail deficit tracks FD at equal RMSE; benchmarks/detail.py). The second term
 asks every sample to carry as much detail as its teacher's. It is 0 when the student matches the teacher and at most
 8 w times the first term (|‖∇a‖ − ‖∇b‖| ≤ ‖∇(a − b)‖ ≤ 2√2 ‖a − b‖), so it only chooses among near-equal fits. A
-batch with fewer than two spatial axes (e.g. a flat vector) has no detail term. L is minimised without autograd by
+batch of flat vectors (B, D) has no spatial axis and no detail term. L is minimised without autograd by
 Levenberg–Marquardt on the residual r(θ) (per latent: x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖)):
 
     δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r,   accepted if L(θ + δ) < L(θ) on the whole fit batch (else μ grows),
@@ -159,13 +159,14 @@ def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
 
 
 def detail_norms(x):
-    """Per latent ‖∇x_b‖: the norm of x's forward differences along its last two axes, both stacked (float64); None
-    for a batch with fewer than two axes after the batch axis."""
+    """Per latent ‖∇x_b‖ (float64): the norm of x's forward differences along its spatial axes, all stacked. x is
+    (B, C, *spatial) as the samplers see it; the spatial axes are the last two ((B, C, H, W) images, (B, C, T, H, W)
+    video frames) or the one of a sequence (B, C, L); never the channel axis. None for (B, D), which has none."""
     if x.ndim < 3:
         return None
     x = x.double()
-    across, down = x[..., 1:] - x[..., :-1], x[..., 1:, :] - x[..., :-1, :]
-    return torch.cat([across.flatten(1), down.flatten(1)], 1).norm(dim=1)
+    axes = reversed(range(max(2, x.ndim - 2), x.ndim))  # width first, as the studies in the README ran it
+    return torch.cat([x.diff(dim=axis).flatten(1) for axis in axes], 1).norm(dim=1)
 
 
 def slice_rows(extra_args, rows, batch):

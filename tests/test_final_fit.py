@@ -268,6 +268,16 @@ def test_detail_norms_are_the_norm_of_the_forward_differences_along_the_last_two
     assert detail_norms(torch.ones(3, 64)) is None
 
 
+def test_detail_norms_never_difference_across_channels():
+    """A sequence (B, C, L) is differenced along L only, a video (B, C, T, H, W) along H and W: channels (and frames)
+    that differ by a constant add nothing."""
+    sequence = torch.arange(3.0)[:, None, None] * torch.arange(6.0) + 10 * torch.arange(4.0)[:, None]
+    assert torch.allclose(detail_norms(sequence), torch.arange(3.0, dtype=torch.float64) * math.sqrt(4 * 5))
+    video = torch.arange(2.0)[:, None, None, None, None] * torch.arange(5.0) + 7 * torch.arange(3.0)[:, None, None]
+    video = video.expand(2, 4, 3, 6, 5)
+    assert torch.allclose(detail_norms(video), torch.arange(2.0, dtype=torch.float64) * math.sqrt(4 * 3 * 6 * 4))
+
+
 def test_the_residual_appends_each_latents_detail_gap_weighted_by_the_root_of_the_weight(digits_model):
     x, sigmas = noise_digits(4, 6), digits_grid(3)
     target = dode.sample(digits_model, x, digits_grid(12), "dpmpp_2m", disable=True)
