@@ -201,6 +201,9 @@ def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedu
                          f"fit's), got {budget!r}")
     if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail < math.inf:
         raise ValueError(f"detail must be a finite weight ≥ 0 (0 fits the distance alone), got {detail!r}")
+    if detail and objective == "greedy":
+        raise ValueError("detail weighs a term of the final-sample objective, and the greedy fit has none: pass "
+                         "objective='final', or leave detail unset")
     if first_step not in FIRST_STEP_MODES:
         raise ValueError(f"first_step must be one of {FIRST_STEP_MODES}, got {first_step!r}")
     if clamp is not None and not clamp > 0:

@@ -209,6 +209,7 @@ def test_a_fitted_schedule_entry_is_found_by_its_range_and_by_its_grid(gmm, tmp_
     ({"budget": 0}, "budget must be a positive number"),
     ({"detail": -1.0}, "detail must be a finite weight ≥ 0"),
     ({"detail": math.inf}, "detail must be a finite weight ≥ 0"),
+    ({"detail": 1.0, "objective": "greedy"}, "the greedy fit has none"),
 ])
 def test_bad_fit_arguments_get_one_clear_error(gmm, args, message):
     kwargs = {"x": noise(2, 11), "sigmas": karras_sigmas(4), "sampler": "euler", "disable": True, **args}
