@@ -382,7 +382,8 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
     ``flow`` is the student's rectified-flow option (see dode.sample); the teacher integrates in σ and ignores it."""
     scale = (DEFAULT_SCALE if objective == "greedy" else FINAL_SCALE) if scale is None else scale
     budget = (SCHEDULE_BUDGET if schedule else FINAL_BUDGET) if budget is None else budget
-    detail = (SCHEDULE_DETAIL if schedule else FINAL_DETAIL) if detail is None else detail
+    if detail is None:
+        detail = SCHEDULE_DETAIL if schedule else FINAL_DETAIL if objective == "final" else 0.0
     check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget, detail)
     floor = check_grid(sigmas, schedule, sigma_range)
     check_batch(x)
