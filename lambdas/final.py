@@ -11,11 +11,12 @@ by default 1 for a schedule fit and 0 for λ alone, measured: README):
 
     L(θ) = mean_b [ ‖x_N^b − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
 
-∇ the forward differences along the spatial axes (the last two, or the one of a sequence; never the channels). Why: a student that cannot match the teacher exactly
-minimises the first term by regressing towards the mean — it keeps only the part of the detail it can place exactly
-(a regression coefficient ⟨d_s, d_t⟩/‖d_s‖² < 1), and the user sees softer, lower-contrast samples at the same pixel
-distance (measured on the digits: the detail deficit tracks FD at equal RMSE; benchmarks/detail.py). The second term
-asks every sample to carry as much detail as its teacher's. It is 0 when the student matches the teacher and at most
+∇ the forward differences along the spatial axes (the last two, or the one of a sequence; never the channels).
+Why: a student that cannot match the teacher exactly minimises the first term by regressing towards the mean — it
+keeps only the part of the detail it can place exactly (a regression coefficient ⟨d_s, d_t⟩/‖d_s‖² < 1), and the
+user sees softer, lower-contrast samples at the same pixel distance (measured on the digits: the detail deficit
+tracks FD at equal RMSE; benchmarks/detail.py). The second term asks every sample to carry as much detail as its
+teacher's. It is 0 when the student matches the teacher and at most
 8 w times the first term (|‖∇a‖ − ‖∇b‖| ≤ ‖∇(a − b)‖ ≤ 2√2 ‖a − b‖), so it only chooses among near-equal fits. A
 batch of flat vectors (B, D) has no spatial axis and no detail term. L is minimised without autograd by
 Levenberg–Marquardt on the residual r(θ) (per latent: x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖)):

@@ -306,8 +306,8 @@ def greedy_rows(x, sigmas, sampler, teacher, flow):
 def equidistributed_start(fit, schedule_map, teacher_sigmas, changes, steps, replay):
     """λ = 0 on the grid that spreads the teacher's output change evenly over the steps (final.equidistributed_grid),
     evaluated on the whole batch (None if the teacher's output never moved). The schedule fit starts from it when its
-    objective L (lambdas/final.py) is lower than on the user's grid: measured, a start on the user's Karras grid left 16-latent Euler 5
-    fits in poor minima (benchmarks/schedule_start.py)."""
+    objective L (lambdas/final.py) is lower than on the user's grid: measured, a start on the user's Karras grid left
+    16-latent Euler 5 fits in poor minima (benchmarks/schedule_start.py)."""
     equidistributed = equidistributed_grid(teacher_sigmas, changes, steps)
     if equidistributed is None:
         return None
