@@ -39,6 +39,13 @@ def steps_for_nfe(sampler, budget):
     return steps
 
 
+def cases(samplers, budgets):
+    """(sampler, steps) for every sampler at each network-evaluation budget, in increasing steps (Heun and 2S: the
+    most steps that fit a budget, so two budgets can give one case)."""
+    return [(sampler, steps) for sampler in samplers
+            for steps in sorted({steps_for_nfe(sampler, budget) for budget in budgets})]
+
+
 def time_ratio(model, x, sigmas, sampler, fit, rounds=TIMING_ROUNDS):
     """Median wall time of D-ODE sampling over stock sampling, the two runs alternating (noise hits both alike)."""
     stock, dode = [], []
@@ -109,8 +116,7 @@ def run_bench(samplers, budgets, teacher=DEFAULT_TEACHER, first_step=DEFAULT_FIR
               "threads": torch.get_num_threads(), "rows": []}
     log(f"converged ODE: FD {result['fd_converged']:.3f}, RMSE vs Heun {CONVERGED_STEPS // 2}: "
         f"{result['converged_self_rmse']:.2e} ({result['converged_seconds']:.0f} s)")
-    jobs = [(sampler, steps) for sampler in samplers
-            for steps in sorted({steps_for_nfe(sampler, budget) for budget in budgets})]
+    jobs = cases(samplers, budgets)
     log(header())
     with tqdm(jobs, desc="bench rows", unit="row", leave=False) as bar:
         emit = bar.write if log is print else log  # rows above the progress bar

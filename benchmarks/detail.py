@@ -19,7 +19,7 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import grid, held_out_reference, noise, steps_for_nfe, write_json
+from ..bench import cases, grid, held_out_reference, noise, write_json
 from ..lambdas import distill
 from ..lambdas.final import detail_norms
 from ..samplers import SAMPLER_NAMES, sample
@@ -30,11 +30,6 @@ WEIGHTS = (0.0, 0.25, 1.0, 4.0)
 CHECK_WEIGHTS = (0.0, 1.0)  # on the exact empirical denoiser
 SEEDS = (0, 20, 21)
 FITS = ("schedule", "lambda")  # λ and σ fitted (schedule=True), λ alone on the user's grid
-
-
-def cases(samplers=SAMPLER_NAMES, nfes=NFES):
-    """(sampler, steps) for every sampler at each NFE budget (Heun and 2S: the most steps that fit it)."""
-    return list(dict.fromkeys((s, steps_for_nfe(s, n)) for s in samplers for n in nfes))
 
 
 def geometric_mean(values):
@@ -49,7 +44,8 @@ def run(model, jobs=None, weights=WEIGHTS, seeds=SEEDS, fit_batch=256, eval_batc
               "rows": []}
     log("| fit | sampler | steps | detail weight | FD / ODE (each draw) | FD median / ODE | RMSE median | "
         "detail ratio |\n|---|---|---|---|---|---|---|---|")
-    jobs = [(f, s, n, w) for f in FITS for s, n in (cases() if jobs is None else jobs) for w in weights]
+    jobs = cases(SAMPLER_NAMES, NFES) if jobs is None else jobs
+    jobs = [(f, s, n, w) for f in FITS for s, n in jobs for w in weights]
     with tqdm(jobs, desc="detail-weight study", unit="row", leave=False) as bar:
         emit = bar.write if log is print else log
         for fit_kind, sampler, steps, weight in bar:

@@ -327,7 +327,8 @@ def test_the_detail_term_never_buys_detail_with_a_sample_further_from_the_teache
 
 
 def test_the_detail_term_is_on_for_schedule_fits_and_off_for_lambda_alone(digits_model):
-    """The measured defaults (README, "The detail term"): w = 1 with a schedule, the distance alone without."""
+    """The measured defaults (README, "The final fit's defaults, and why"): w = 1 with a schedule, the distance
+    alone without."""
     x, sigmas = noise_digits(8, 4), digits_grid(3)
     for schedule, weight in ((False, 0.0), (True, 1.0)):
         default = dode.distill(digits_model, x, sigmas, "euler", schedule=schedule, disable=True)
