@@ -1,4 +1,4 @@
-"""Sample-quality metrics for the digits testbed (all float64, CPU, scipy-free)."""
+"""Sample-quality metrics for the testbed's models (all float64, CPU, scipy-free)."""
 import functools
 
 import torch
@@ -55,17 +55,38 @@ def _reference_stats(space):
     return _mean_cov(feats)
 
 
+def digits_features(samples):
+    """The classifier's 128-d penultimate features of `samples` (B, 1, 8, 8), clamped to [-1, 1]."""
+    with torch.no_grad():
+        return _classifier().features(_as_images(samples))
+
+
 def fd_digits(samples):
     """FD between the classifier's 128-d penultimate features of `samples` (B, 1, 8, 8), clamped to
     [-1, 1], and those of all 1797 digits. The noise floor (a random half vs all) is about 0.5."""
-    with torch.no_grad():
-        feats = _classifier().features(_as_images(samples))
-    return _frechet_from_stats(*_mean_cov(feats), *_reference_stats("features"))
+    return _frechet_from_stats(*_mean_cov(digits_features(samples)), *_reference_stats("features"))
 
 
 def fd_pixels(samples):
     """FD in the 64-d pixel space between `samples` (clamped to [-1, 1]) and all 1797 digits."""
     return _frechet_from_stats(*_mean_cov(_as_images(samples)), *_reference_stats("pixels"))
+
+
+@functools.lru_cache(maxsize=None)
+def _random_filters(channels, count=64, seed=0):
+    """`count` seeded N(0, 1) 3 × 3 filters over `channels` channels, each made zero-mean and unit-norm."""
+    w = torch.randn(count, channels, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    w = w - w.mean((1, 2, 3), keepdim=True)
+    return w / w.flatten(1).norm(dim=1)[:, None, None, None]
+
+
+def patch_features(x):
+    """(B, C, H, W) → (B, 16 C + 64) float64: each channel's 4 × 4 block means (layout, colour) and the spatial
+    means of ReLU of 64 fixed random zero-mean 3 × 3 filters (edge / texture energy: blur lowers it, noise raises it)."""
+    x = x.detach().to("cpu", torch.float64)
+    coarse = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+    texture = torch.nn.functional.conv2d(x, _random_filters(x.shape[1])).relu().mean((2, 3))
+    return torch.cat([coarse, texture], dim=1)
 
 
 def rmse(a, b):

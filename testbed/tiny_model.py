@@ -1,9 +1,11 @@
-"""A tiny EDM-preconditioned MLP denoiser for the 8x8 digits (330,176 parameters).
+"""A tiny EDM-preconditioned MLP denoiser for the 8x8 digits (330,176 parameters), and its generalisation.
 
 D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)) with σ_data = 0.5 (Karras et al. 2022):
 c_skip = σd² / (σ² + σd²), c_out = σ σd / sqrt(σ² + σd²), c_in = 1 / sqrt(σ² + σd²), c_noise = ln(σ) / 4.
 F is an MLP on the 64 pixels: a sinusoidal embedding of c_noise, residual blocks of
 LayerNorm + adaLN scale/shift + Linear(w, 2w) + SiLU + Linear(2w, w), then LayerNorm + Linear(w, 64).
+TinyEDM(pixels, sigma_data=..., classes=K) is the same network on any flattened shape, optionally with a class
+embedding (K classes plus a null class K, used when ``labels`` is None) added to the noise embedding.
 """
 import math
 import os
@@ -50,10 +52,13 @@ class AdaLNBlock(nn.Module):
 
 
 class TinyEDM(nn.Module):
-    """EDM denoiser for (B, 1, 8, 8) images: ``forward(x, sigma) -> x0`` (k-diffusion contract)."""
+    """EDM denoiser for (B, ...) inputs of `pixels` elements: ``forward(x, sigma, labels=None) -> x0``."""
 
-    def __init__(self, pixels=64, width=128, blocks=3, emb_dim=128):
+    def __init__(self, pixels=64, width=128, blocks=3, emb_dim=128, sigma_data=SIGMA_DATA, classes=0):
         super().__init__()
+        self.sigma_data, self.classes = sigma_data, classes
+        if classes:
+            self.class_embed = nn.Embedding(classes + 1, emb_dim)
         self.embed = FourierEmbedding(emb_dim)
         self.embed_proj = nn.Linear(emb_dim, emb_dim)
         self.inp = nn.Linear(pixels, width)
@@ -61,19 +66,28 @@ class TinyEDM(nn.Module):
         self.out_norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, pixels)
 
-    def raw(self, x_in, c_noise):
-        """The network F on flattened inputs (B, pixels) and c_noise (B,)."""
-        emb = nn.functional.silu(self.embed_proj(self.embed(c_noise)))
+    def raw(self, x_in, c_noise, labels=None):
+        """The network F on flattened inputs (B, pixels), c_noise (B,) and class labels (B,) or None."""
+        emb = self.embed_proj(self.embed(c_noise))
+        if self.classes:
+            emb = emb + self.class_embed(self._labels(labels, len(x_in), x_in.device))
+        emb = nn.functional.silu(emb)
         h = self.inp(x_in)
         for block in self.blocks:
             h = block(h, emb)
         return self.out(self.out_norm(h))
 
-    def forward(self, x, sigma, **kwargs):
+    def _labels(self, labels, batch, device):
+        """`labels` as a (batch,) long tensor; None means the null class (index `classes`)."""
+        if labels is None:
+            return torch.full((batch,), self.classes, dtype=torch.long, device=device)
+        return torch.as_tensor(labels, device=device).long().reshape(-1).expand(batch)
+
+    def forward(self, x, sigma, labels=None, **kwargs):
         flat = x.flatten(1)
         sigma = torch.as_tensor(sigma, dtype=flat.dtype, device=flat.device).reshape(-1).expand(flat.shape[0])
-        c_skip, c_out, c_in = edm_scalings(sigma[:, None])
-        out = c_skip * flat + c_out * self.raw(c_in * flat, sigma.log() / 4)
+        c_skip, c_out, c_in = edm_scalings(sigma[:, None], self.sigma_data)
+        out = c_skip * flat + c_out * self.raw(c_in * flat, sigma.log() / 4, labels)
         return out.view_as(x)
 
 
@@ -83,8 +97,12 @@ def edm_scalings(sigma, sigma_data=SIGMA_DATA):
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt()
 
 
-def load_tiny_model(dtype=torch.float32, path=WEIGHTS_PATH):
-    """The shipped TinyEDM (fp16 safetensors, cast to `dtype`) in eval mode, gradients off."""
-    model = TinyEDM()
+def load_weights(model, path, dtype=torch.float32):
+    """`model` with the (fp16) safetensors state dict at `path`, cast to `dtype`, in eval mode, gradients off."""
     model.load_state_dict({k: v.to(dtype) for k, v in load_file(path).items()})
     return model.to(dtype).eval().requires_grad_(False)
+
+
+def load_tiny_model(dtype=torch.float32, path=WEIGHTS_PATH):
+    """The shipped TinyEDM (fp16 safetensors, cast to `dtype`) in eval mode, gradients off."""
+    return load_weights(TinyEDM(), path, dtype)

@@ -22,20 +22,21 @@ from .tiny_model import SIGMA_DATA, WEIGHTS_PATH, TinyEDM
 P_MEAN, P_STD = -1.2, 1.2
 
 
-def edm_loss(model, y, sigma, noise):
+def edm_loss(model, y, sigma, noise, sigma_data=SIGMA_DATA, **extra_args):
     """Per-sample EDM loss λ(σ) ‖D(y + σ n, σ) − y‖² / dim, λ(σ) = (σ² + σd²) / (σ σd)²."""
-    denoised = model(y + sigma[:, None, None, None] * noise, sigma)
-    weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2
+    denoised = model(y + sigma[:, None, None, None] * noise, sigma, **extra_args)
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
     return weight * (denoised - y).pow(2).flatten(1).mean(1)
 
 
 @torch.no_grad()
-def eval_loss(model, y, seed=1234, n_sigmas=16):
+def eval_loss(model, y, seed=1234, n_sigmas=16, sigma_data=SIGMA_DATA, **extra_args):
     """Mean EDM loss on `y` over σ = exp(P_MEAN + P_STD Φ⁻¹((i + ½)/n)), i < n, with seeded noise."""
     g = torch.Generator().manual_seed(seed)
     quantiles = (torch.arange(n_sigmas, dtype=torch.float64) + 0.5) / n_sigmas
     sigmas = torch.exp(P_MEAN + P_STD * torch.special.ndtri(quantiles)).float()
-    losses = [edm_loss(model, y, s.expand(len(y)), torch.randn(y.shape, generator=g)).mean() for s in sigmas]
+    losses = [edm_loss(model, y, s.expand(len(y)), torch.randn(y.shape, generator=g), sigma_data, **extra_args).mean()
+              for s in sigmas]
     return torch.stack(losses).mean().item()
 
 
@@ -77,11 +78,12 @@ def train(steps=36000, seed=0, batch=256, ema_decay=0.999, log_every=2000):
     return ema.eval(), info
 
 
-def save_weights(model, info, path=WEIGHTS_PATH):
-    """Save `model`'s state dict as fp16 safetensors with `info` (stringified) as metadata."""
+def save_weights(model, info, path=WEIGHTS_PATH, arch="TinyEDM(width=128, blocks=3, emb_dim=128)",
+                 sigma_data=SIGMA_DATA):
+    """Save `model`'s state dict as fp16 safetensors with `info` (stringified), `arch` and σ_data as metadata."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     meta = {k: str(v) for k, v in info.items()}
-    meta.update(arch="TinyEDM(width=128, blocks=3, emb_dim=128)", sigma_data=str(SIGMA_DATA), dtype="float16")
+    meta.update(arch=arch, sigma_data=str(sigma_data), dtype="float16")
     save_file(tensors, path, metadata=meta)
 
 
