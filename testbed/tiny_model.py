@@ -4,8 +4,10 @@ D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)) with σ_data = 0.
 c_skip = σd² / (σ² + σd²), c_out = σ σd / sqrt(σ² + σd²), c_in = 1 / sqrt(σ² + σd²), c_noise = ln(σ) / 4.
 F is an MLP on the 64 pixels: a sinusoidal embedding of c_noise, residual blocks of
 LayerNorm + adaLN scale/shift + Linear(w, 2w) + SiLU + Linear(2w, w), then LayerNorm + Linear(w, 64).
-TinyEDM(pixels, sigma_data=..., classes=K) is the same network on any flattened shape, optionally with a class
-embedding (K classes plus a null class K, used when ``labels`` is None) added to the noise embedding.
+TinyEDM(pixels, sigma_data=..., classes=K, spectral=(C, H, W)) is the same network on any flattened shape,
+optionally with a class embedding (K classes plus a null class K, used when ``labels`` is None) added to the
+noise embedding, and a SpectralGain path added to F (a width-w MLP's output has rank ≤ w, too few to shrink
+the noise in every direction of a 768-d patch).
 """
 import math
 import os
@@ -51,14 +53,42 @@ class AdaLNBlock(nn.Module):
         return h + self.fc2(nn.functional.silu(self.fc1(z)))
 
 
+def dct_matrix(n):
+    """Orthonormal DCT-II matrix (n, n): row k is sqrt(2 / n) c_k cos(π (i + ½) k / n), c_0 = 1 / √2, c_k = 1."""
+    k, i = torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n, dtype=torch.float64)[None, :]
+    m = math.sqrt(2.0 / n) * torch.cos(math.pi * (i + 0.5) * k / n)
+    m[0] /= math.sqrt(2.0)
+    return m.float()
+
+
+class SpectralGain(nn.Module):
+    """A σ-dependent diagonal filter in the per-channel 2-D DCT basis: DCTᵀ (g(emb) ⊙ DCT x), g = Linear(emb)."""
+
+    def __init__(self, shape, emb_dim):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.register_buffer("dct_h", dct_matrix(self.shape[1]), persistent=False)
+        self.register_buffer("dct_w", dct_matrix(self.shape[2]), persistent=False)
+        self.gain = nn.Linear(emb_dim, math.prod(self.shape))
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.gain.bias)
+
+    def forward(self, x_flat, emb):
+        dct_h, dct_w = self.dct_h.to(x_flat), self.dct_w.to(x_flat)
+        coef = dct_h @ x_flat.view(-1, *self.shape) @ dct_w.T
+        coef = coef * self.gain(emb).view_as(coef)
+        return (dct_h.T @ coef @ dct_w).flatten(1)
+
+
 class TinyEDM(nn.Module):
     """EDM denoiser for (B, ...) inputs of `pixels` elements: ``forward(x, sigma, labels=None) -> x0``."""
 
-    def __init__(self, pixels=64, width=128, blocks=3, emb_dim=128, sigma_data=SIGMA_DATA, classes=0):
+    def __init__(self, pixels=64, width=128, blocks=3, emb_dim=128, sigma_data=SIGMA_DATA, classes=0, spectral=None):
         super().__init__()
         self.sigma_data, self.classes = sigma_data, classes
         if classes:
             self.class_embed = nn.Embedding(classes + 1, emb_dim)
+        self.spectral = SpectralGain(spectral, emb_dim) if spectral else None
         self.embed = FourierEmbedding(emb_dim)
         self.embed_proj = nn.Linear(emb_dim, emb_dim)
         self.inp = nn.Linear(pixels, width)
@@ -75,7 +105,8 @@ class TinyEDM(nn.Module):
         h = self.inp(x_in)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(self.out_norm(h))
+        out = self.out(self.out_norm(h))
+        return out if self.spectral is None else out + self.spectral(x_in, emb)
 
     def _labels(self, labels, batch, device):
         """`labels` as a (batch,) long tensor; None means the null class (index `classes`)."""
