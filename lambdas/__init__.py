@@ -1,10 +1,13 @@
-"""λ fitting, λ files and the λ store (torch-only)."""
-from .files import (FORMAT, FORMAT_VERSION, LambdaEntry, LambdaFileError, LambdaNotFound, find_lambdas,
-                    find_schedule, load_lambdas, save_lambdas)
+"""λ fitting, λ files, the λ store and which fit serves a run (torch-only)."""
+from .files import load_lambdas, save_lambdas
 from .fit import (DEFAULT_FIRST_STEP, DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, FINAL_SCALE, OBJECTIVES,
                   DistillResult, FitReport, distill, teacher_grid)
-from .store import LambdaStore, autov2
+from .identity import autov2
+from .match import LambdaNotFound, Request, find_lambdas, find_schedule
+from .schema import FORMAT, FORMAT_VERSION, LambdaEntry, LambdaFileError
+from .store import LambdaStore
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "LambdaEntry", "LambdaFileError", "LambdaNotFound", "find_lambdas",
+__all__ = ["FORMAT", "FORMAT_VERSION", "LambdaEntry", "LambdaFileError", "LambdaNotFound", "Request", "find_lambdas",
            "find_schedule", "load_lambdas", "save_lambdas", "DEFAULT_FIRST_STEP", "DEFAULT_SCALE", "DEFAULT_TEACHER",
-           "DEFAULT_OBJECTIVE", "FINAL_SCALE", "OBJECTIVES", "DistillResult", "FitReport", "distill", "teacher_grid", "LambdaStore", "autov2"]
+           "DEFAULT_OBJECTIVE", "FINAL_SCALE", "OBJECTIVES", "DistillResult", "FitReport", "distill", "teacher_grid",
+           "LambdaStore", "autov2"]

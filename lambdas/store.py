@@ -1,70 +1,18 @@
-"""A λ store: folders (and single files) of λ files, indexed once and re-read only when a file changes; and the
-checkpoint identity every host can compute, the AutoV2 hash."""
-import hashlib
-import json
+"""A λ store: folders (and single files) of λ files, indexed once and re-read only when a file changes."""
 import logging
 import os
-import threading
 
 from filelock import FileLock, Timeout
 
-from .files import (LambdaFileError, LambdaNotFound, as_entries, clean_stale_temps, find_lambdas, find_schedule,
-                    load_lambdas, prepare_folder, save_lambdas, write_atomically)
+from .atomic import clean_stale_temps, prepare_folder
+from .files import load_lambdas, save_lambdas
+from .match import Request
+from .resolve import resolve, store_source
+from .schema import LambdaFileError, as_entries
 
 SUFFIX = ".safetensors"
 LOCK_TIMEOUT = 60  # seconds; a merge holds the lock for milliseconds
 log = logging.getLogger("dode")
-_hash_lock = threading.Lock()
-_hash_memo = {}  # (realpath, size, mtime_ns) -> sha256 hex
-
-
-def autov2(path, cache=None):
-    """The checkpoint's AutoV2 hash (the WebUI's short hash: the first 10 hex digits of the file's sha256), the
-    model identity shared by all hosts. The sha256 is memoised per (real path, size, mtime) in memory and, if
-    ``cache`` names a JSON file, on disk (written atomically), so a file is read in full once per version."""
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    stamp = [stat.st_size, stat.st_mtime_ns]
-    with _hash_lock:
-        digest = _hash_memo.get((real, *stamp))
-        if digest is None:
-            digest = cached_sha256(real, stamp, cache)
-            _hash_memo[(real, *stamp)] = digest
-    return digest[:10]
-
-
-def cached_sha256(real, stamp, cache):
-    """The sha256 of ``real`` from the JSON ``cache`` ({real path: [size, mtime_ns, sha256]}) if the stamp agrees,
-    else hashed (streamed) and written back."""
-    disk = {}
-    if cache:
-        try:
-            with open(cache, encoding="utf-8") as f:
-                disk = json.load(f)
-        except (OSError, ValueError):
-            pass
-    known = disk.get(real) if isinstance(disk, dict) else None
-    if isinstance(known, list) and known[:2] == stamp and len(known) == 3:
-        return known[2]
-    log.info("[dode] hashing %s (%.2f GB) for its AutoV2; once per file version", real, stamp[0] / 1e9)
-    h = hashlib.sha256()
-    with open(real, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    if cache:
-        disk = disk if isinstance(disk, dict) else {}
-        disk[real] = stamp + [digest]
-        try:
-            write_atomically(cache, lambda tmp: write_json(tmp, disk))
-        except OSError as e:
-            log.warning("[dode] could not write the hash cache %s: %s", cache, e)
-    return digest
-
-
-def write_json(path, data):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f)
 
 
 class LambdaStore:
@@ -136,34 +84,17 @@ class LambdaStore:
         return []
 
     def lookup(self, model, sampler, sigmas, cfg=None):
-        """``(entry, path)`` for the first file with a matching entry, else ``(None, reason)``. ``model``: one
-        identity or a sequence of acceptable ones (see find_lambdas)."""
-        return self.first_match(lambda entries, path: find_lambdas(entries, sampler, sigmas, model=model, cfg=cfg,
-                                                                   source=path))
+        """``(entry, path)`` for the first matching entry, else ``(None, reason)``; ``model``: one or more ids."""
+        return self.first_match(Request.grid(sampler, sigmas, model, cfg))
 
     def lookup_schedule(self, model, sampler, steps, sigma_max, sigma_last=0.0, cfg=None):
-        """``(entry, path)`` for the first file with a fitted schedule for this setting (see find_schedule), else
-        ``(None, reason)``; the entry's ``sigmas`` are the grid to sample with."""
-        return self.first_match(lambda entries, path: find_schedule(entries, sampler, steps, sigma_max, sigma_last,
-                                                                    model=model, cfg=cfg, source=path))
+        """``(entry, path)`` for the first fitted schedule for this setting, else ``(None, reason)``."""
+        return self.first_match(Request.fitted(sampler, steps, sigma_max, sigma_last, model, cfg))
 
-    def first_match(self, find):
-        """``(entry, path)`` for the first file where ``find(entries, path)`` returns an entry, else
-        ``(None, reason)`` with its LambdaNotFound message (or a count when several files missed)."""
-        reasons = []
-        for path in self.paths():
-            entries = self.entries(path)
-            if not entries:
-                continue
-            try:
-                return find(entries, path), path
-            except LambdaNotFound as e:
-                reasons.append(str(e))
-        where = ", ".join(self.folders + self.files) or "no folders"
-        if not reasons:
-            skipped = f" ({len(self.problems)} skipped: see LambdaStore.skipped or the log)" if self.problems else ""
-            return None, f"no λ files in {where}{skipped}"
-        return None, reasons[0] if len(reasons) == 1 else f"no match in {len(reasons)} λ files in {where}"
+    def first_match(self, request):
+        """``(entry, path)`` for the first entry serving ``request`` (match.Request), else ``(None, reason)``."""
+        found = resolve(request, [store_source(self)])
+        return (found.entry, found.where) if found.entry is not None else (None, found.reason)
 
     def add(self, path, fit_or_entry, **meta):
         """Merges entries into the λ file ``path`` (replacing any for the same target: sharing a model identity and

@@ -17,12 +17,10 @@ the last ``steps + 1`` σ's, and for DPM-2 / UniPC it asks for one step more and
 requests find a fitted entry only for that many steps.
 """
 import logging
-import os
 import sys
 
-from .. import samplers as core
-from ..lambdas.files import schedule_mismatches
-from . import feedback, sampling, store
+from . import feedback
+from .lookup import find_fitted
 
 NAME = "dode"
 FALLBACK = "simple"  # ComfyUI's default scheduler (the first in its list): defined for every model_sampling
@@ -35,7 +33,7 @@ def dode_scheduler(model_sampling, steps):
     and cfg, else ``simple``'s grid."""
     import comfy.samplers
     fallback = comfy.samplers.calculate_sigmas(model_sampling, FALLBACK, steps)
-    patcher, sampler, cfg = caller_context(model_sampling)
+    patcher, sampler, cfg = stack_walk(model_sampling)
     if patcher is None:
         feedback.tell_once(("dode-scheduler", "no-model"), f"dode scheduler: called without a model it can see "
                            f"(not from KSampler or BasicScheduler); using the stock '{FALLBACK}' scheduler", "warning")
@@ -60,8 +58,8 @@ def dode_scheduler(model_sampling, steps):
 dode_scheduler.dode_scheduler = True
 
 
-def caller_context(model_sampling):
-    """``(ModelPatcher, sampler name, cfg)`` of the sampling that asked for this grid, each None where unknown."""
+def stack_walk(model_sampling):
+    """Host workaround (stack walk): ``(ModelPatcher, sampler, cfg)`` of the caller's frames, each None if unknown."""
     import comfy.samplers
     patcher = sampler = cfg = None
     frame = sys._getframe(1)
@@ -89,48 +87,6 @@ def serves(model, model_sampling):
         return model.get_model_object("model_sampling") is model_sampling
     except Exception:
         return False
-
-
-def solver_of(sampler):
-    """The D-ODE solver a sampler name stands for (``euler`` for ``euler`` and ``euler_dode``), else None."""
-    if sampler and sampler.endswith(sampling.SUFFIX):
-        sampler = sampler[:-len(sampling.SUFFIX)]
-    return sampler if sampler in core.SAMPLER_NAMES else None
-
-
-def candidate_sources(options):
-    """``(entries, where)`` in lookup order: the attached λ set, unsaved fits, each λ file of the store."""
-    if options.lambdas is not None and options.lambdas.entries:
-        yield list(options.lambdas.entries), options.lambdas.source
-    unsaved = sampling.unsaved_fits()
-    if unsaved:
-        yield unsaved, "an unsaved fit of this process"
-    st = store.store()
-    for path in st.paths():
-        yield st.entries(path), os.path.basename(path)
-    store.report_skipped(st)
-
-
-def find_fitted(patcher, sampler, cfg, steps, sigma_max, sigma_last):
-    """``(entry, where, model name)`` for the fitted schedule serving this request, or ``(None, why, model name)``
-    with the nearest entry and what differs."""
-    options = patcher.model_options.get(sampling.MODEL_OPTIONS_KEY)
-    options = options if isinstance(options, sampling.DodeOptions) else sampling.DodeOptions()
-    identity = sampling.model_identity(patcher, options.identity)
-    solver, ids = solver_of(sampler), set(identity.ids)
-    nearest = None
-    for entries, where in candidate_sources(options):
-        for entry in entries:
-            diffs = schedule_mismatches(entry, solver or entry.sampler, steps, sigma_max, sigma_last, ids,
-                                        entry.cfg if cfg is None else cfg)
-            if not diffs:
-                return entry, where, identity.name
-            if nearest is None or len(diffs) < len(nearest[2]):
-                nearest = (entry, where, diffs)
-    if nearest is None:
-        return None, "no λ entries", identity.name
-    entry, where, diffs = nearest
-    return None, f"nearest: {entry.describe()} in {where}, which differs in {'; '.join(diffs)}", identity.name
 
 
 def register_scheduler():

@@ -126,16 +126,8 @@ def add_alias(path, key, job):
 
 
 def report_skipped(st):
-    """Names each λ file the store skipped (unreadable or invalid) and why, once per reason in the log and the
-    browser; returns the file names and reasons as one line for a miss message ("" when none was skipped)."""
-    lines = []
+    """Tells, once per file and reason, each λ file the store skipped and why."""
     for path, why in st.skipped:
         why = why[len(path) + 2:] if why.startswith(path + ": ") else why
         feedback.tell_once(("skipped", path, why), f"skipped the λ file {os.path.basename(path)}: {why}", "warning")
-        lines.append(f"{os.path.basename(path)} ({why})")
-    return "; ".join(lines)
 
-
-def all_entries(st):
-    """``(entry, file name)`` for every entry in the store's readable files."""
-    return [(entry, os.path.basename(path)) for path in st.paths() for entry in st.entries(path)]

@@ -14,8 +14,11 @@ from comfy_api.latest import io
 from .. import lambdas as core_lambdas
 from .. import plot
 from .. import samplers as core
+from ..lambdas.resolve import POLICIES, save_or_keep
 from . import feedback, sampling, schedule, store
-from .sampling import DodeOptions, LambdaSet
+from .identity import IDENTITY_MODES
+from .distill import make_distill_function
+from .options import MODEL_OPTIONS_KEY, DodeOptions, LambdaSet, dode_name
 
 log = logging.getLogger("dode")
 
@@ -43,7 +46,7 @@ def compute_sigmas(model, sampler_name, scheduler, steps, denoise):
         raise ValueError(f"Distill λ needs at least 2 steps (got {steps}): one step has nothing to correct")
     if not denoise > 0:
         raise ValueError(f"denoise must be > 0 (got {denoise}); with denoise 0 there is nothing to sample")
-    ks = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=sampling.dode_name(sampler_name),
+    ks = comfy.samplers.KSampler(model, steps=steps, device="cpu", sampler=dode_name(sampler_name),
                                  scheduler=scheduler, denoise=denoise, model_options=model.model_options)
     return ks.sigmas
 
@@ -157,7 +160,7 @@ class DistillLambdas(io.ComfyNode):
                         "to other seeds/prompts. A batch of 4 or more is better (batch_size on the empty latent).")
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         holder = {}
-        fn = sampling.make_distill_function(sampler_name, teacher, scale, holder, objective=objective,
+        fn = make_distill_function(sampler_name, teacher, scale, holder, objective=objective,
                                             schedule=bool(fit_schedule))
         samples = comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.KSAMPLER(fn), sigmas, positive,
                                              negative, latent, noise_mask=latent_image.get("noise_mask"),
@@ -168,13 +171,10 @@ class DistillLambdas(io.ComfyNode):
                              denoise=None if custom else float(denoise), seed=int(seed))
         where = "not saved (save is off)"
         if save:
-            try:
-                where = store.add(identity, sampler_name, entry)
-            except Exception as e:  # the fit is paid for: return it, keep it for the *_dode samplers, say why
-                sampling.keep_unsaved(entry)
-                where = f"not saved ({type(e).__name__}: {e}); kept in memory until ComfyUI restarts"
-                feedback.tell(f"Distill λ: λ fitted but {where}", "warning")
-                save = False
+            where, why = save_or_keep(entry, lambda e: store.add(identity, sampler_name, e))
+            if why:  # the fit is paid for: returned, and kept for the *_dode samplers
+                where, save = why, False
+                feedback.tell(f"Distill λ: {why}", "warning")
         summary = result.report.summary()
         report = (f"D-ODE {sampler_name}: {entry.describe()}\nλ: "
                   + ", ".join(f"{v:.4f}" for v in entry.lambdas.tolist())
@@ -196,9 +196,9 @@ class DistillLambdas(io.ComfyNode):
 def with_fit(model, lambdas):
     """A clone of ``model`` with ``lambdas`` attached (model_options["dode"]), keeping its other D-ODE options."""
     patched = model.clone()
-    options = patched.model_options.get(sampling.MODEL_OPTIONS_KEY)
+    options = patched.model_options.get(MODEL_OPTIONS_KEY)
     options = options if isinstance(options, DodeOptions) else DodeOptions()
-    patched.model_options[sampling.MODEL_OPTIONS_KEY] = dataclasses.replace(options, lambdas=lambdas)
+    patched.model_options[MODEL_OPTIONS_KEY] = dataclasses.replace(options, lambdas=lambdas)
     return patched
 
 
@@ -329,7 +329,7 @@ class ModelOptions(io.ComfyNode):
                         "identified, and an optional λ set to use first.",
             inputs=[
                 io.Model.Input("model", tooltip="The model the '<sampler>_dode' samplers will run with."),
-                io.Combo.Input("on_missing", options=list(sampling.POLICIES), default="stock",
+                io.Combo.Input("on_missing", options=list(POLICIES), default="stock",
                                tooltip="stock: run with λ=0 and log how to distill; auto_distill: fit λ on the "
                                        "first run's batch (teacher cost) and save it; error: stop."),
                 io.Combo.Input("identity", options=["full", "ignore_patches"], default="full",
@@ -347,15 +347,15 @@ class ModelOptions(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, on_missing=None, identity=None, teacher=None, **kwargs):
-        problems = [p for p in (check_choice("on_missing", on_missing, sampling.POLICIES),
-                                check_choice("identity", identity, sampling.ident_mod.IDENTITY_MODES),
+        problems = [p for p in (check_choice("on_missing", on_missing, POLICIES),
+                                check_choice("identity", identity, IDENTITY_MODES),
                                 check_choice("teacher", teacher, core.SAMPLER_NAMES)) if p]
         return "; ".join(problems) or True
 
     @classmethod
     def execute(cls, model, on_missing, identity, teacher, scale, lambdas=None):
         patched = model.clone()
-        patched.model_options[sampling.MODEL_OPTIONS_KEY] = DodeOptions(
+        patched.model_options[MODEL_OPTIONS_KEY] = DodeOptions(
             on_missing=on_missing, lambdas=lambdas, identity=identity, teacher=teacher, scale=int(scale))
         return io.NodeOutput(patched)
 

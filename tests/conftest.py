@@ -1,6 +1,8 @@
-"""Shared fixtures: one torch thread, the k-diffusion oracle, and the exact denoisers."""
+"""Shared fixtures: one torch thread, the k-diffusion oracle, the exact denoisers; tests/ on sys.path for the
+helper modules (lambda_factory)."""
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_kdiffusion_sampling():

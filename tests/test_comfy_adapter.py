@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dode.samplers import flow_option, get_solver
+
 torch.set_num_threads(1)
 
 STUB = str(Path(__file__).resolve().parent / "comfy_stub")
@@ -42,6 +44,9 @@ def cx(tmp_path_factory):
         ns.latent_preview = importlib.import_module("latent_preview")
         ns.nodes = importlib.import_module("dode.nodes")
         ns.sampling = importlib.import_module("dode.nodes.sampling")
+        ns.context = importlib.import_module("dode.nodes.context")
+        ns.options = importlib.import_module("dode.nodes.options")
+        ns.resolve = importlib.import_module("dode.lambdas.resolve")
         ns.identity = importlib.import_module("dode.nodes.identity")
         ns.store = importlib.import_module("dode.nodes.store")
         ns.v3 = importlib.import_module("dode.nodes.v3")
@@ -64,7 +69,7 @@ def cx(tmp_path_factory):
 def clean(cx):
     shutil.rmtree(cx.lambda_dir, ignore_errors=True)
     cx.ui = cx.server.PromptServer()  # a fresh PromptServer.instance: what would reach the browser
-    cx.sampling._unsaved.clear()
+    cx.resolve.UNSAVED.clear()
     cx.feedback._told.clear()
     cx.utils.PROGRESS_BAR_HOOK = None
     cx.model_management.interrupt_current_processing(False)
@@ -550,7 +555,7 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
     import hashlib
     assert a.aliases == () and f.aliases == (hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10],)
     assert f.ids == (f.key, *f.aliases)
-    monkeypatch.setattr(sys.modules["dode.lambdas.store"], "hashlib", None)
+    monkeypatch.setattr(sys.modules["dode.lambdas.identity"], "hashlib", None)
     assert ident.fingerprint(on_file) == f
     monkeypatch.undo()
     copy = tmp_path / "renamed.safetensors"
@@ -567,13 +572,14 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
 def test_flow_models_pass_comfyui_offset_first_sigma(clean):
     flow = make_model(clean, flow=True)
     ms = flow.model.model_sampling
-    assert clean.sampling.flow_option(ms) == pytest.approx(ms.percent_to_sigma(1e-4))
-    assert 0 < clean.sampling.flow_option(ms) < 1
-    assert clean.sampling.flow_option(make_model(clean).model.model_sampling) is False
+    assert clean.context.comfy_flow(ms) == pytest.approx(ms.percent_to_sigma(1e-4))
+    assert 0 < clean.context.comfy_flow(ms) < 1
+    assert clean.context.comfy_flow(make_model(clean).model.model_sampling) is False
     # only the solvers whose stock update depends on it take it (test_lambda_runs_pass_comfyui_flow_option)
-    offset = clean.sampling.flow_option(ms)
-    assert clean.sampling.solver_kwargs("dpmpp_3m", offset) == {"flow": offset}
-    assert clean.sampling.solver_kwargs("euler", offset) == {} and clean.sampling.solver_kwargs("dpmpp_2s", False) == {}
+    offset = clean.context.comfy_flow(ms)
+    kwargs = [flow_option(get_solver(name), flow) for name, flow in (("dpmpp_3m", offset), ("euler", offset),
+                                                                      ("dpmpp_2s", False))]
+    assert kwargs == [{"flow": offset}, {}, {}]
 
 
 def explicit_loose_on(cx, lambdas):
@@ -635,11 +641,11 @@ def test_lambda_runs_pass_comfyui_flow_option(clean, name):
     from dode import LambdaEntry, nfe
     model = make_model(clean, flow=True)
     sigmas = clean.v3.compute_sigmas(model, "euler", "simple", 6, 1.0)
-    offset = clean.sampling.flow_option(model.model.model_sampling)
+    offset = clean.context.comfy_flow(model.model.model_sampling)
     lambdas = [0.25] * nfe(name, sigmas)
     entry = LambdaEntry(sampler=name, sigmas=sigmas, lambdas=lambdas, model="elsewhere", cfg=3.0)
     node = clean.v3.DODESampler.execute(name, "(λ store lookup)", False,
-                                        lambdas=clean.sampling.LambdaSet((entry,))).args[0]
+                                        lambdas=clean.options.LambdaSet((entry,))).args[0]
     with_lambda = custom(clean, model, node, sigmas)
     assert torch.equal(with_lambda, custom(clean, model, core_sampler(clean, name, lambdas, flow=offset), sigmas))
     assert not torch.allclose(with_lambda, custom(clean, model, core_sampler(clean, name, lambdas), sigmas),
@@ -672,7 +678,7 @@ def fitted_entry(cx, model, sampler="euler", steps=6, cfg=3.0, lam=0.3):
     stock = cx.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).double()
     grid = stock.clone()
     grid[1:-1] = stock[1:-1] * 0.8  # another interior: a grid no stock scheduler gives
-    key = cx.sampling.model_identity(model).key
+    key = cx.context.model_identity(model).key
     return LambdaEntry(sampler=sampler, sigmas=grid, lambdas=[lam] * nfe(sampler, grid), model=key, cfg=cfg,
                        schedule="fitted", objective="final")
 
@@ -699,7 +705,7 @@ def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
     clean.store.store().add(clean.lambda_dir / "fits.safetensors", entry)
     grid = entry.sigmas.float()
     with_lambda = custom(clean, model, clean.v3.DODESampler.execute(
-        "euler", "(λ store lookup)", True, lambdas=clean.sampling.LambdaSet((entry,))).args[0], grid)
+        "euler", "(λ store lookup)", True, lambdas=clean.options.LambdaSet((entry,))).args[0], grid)
     # a *_dode sampler: the fitted grid and its λ
     assert torch.equal(ksample(clean, model, "euler_dode", scheduler="dode"), with_lambda)
     assert told(clean, "dode scheduler: fitted σ grid from fits.safetensors (euler, 6 steps, cfg 3)")
@@ -713,7 +719,7 @@ def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
     assert torch.equal(ksample(clean, model, "euler", scheduler="dode", cfg=4.0),
                        ksample(clean, model, "euler", scheduler="simple", cfg=4.0))
     (miss,) = told(clean, "no fitted schedule for model, euler, 6 steps, cfg 4")
-    assert "which differs in cfg 3.0, not 4.0" in miss
+    assert "which differs in cfg 3, not 4" in miss
     # BasicScheduler knows the model only: the fitted grid for it, whatever the sampler and cfg
     assert torch.equal(basic_scheduler(model, 6), grid)
     assert torch.equal(basic_scheduler(model, 5), clean.samplers.calculate_sigmas(
@@ -764,7 +770,7 @@ def test_runs_tell_the_browser_what_they_did(clean):
     ksample(clean, model, "euler_dode")
     ((event, data, sid),) = clean.ui.messages
     assert (event, sid, data["level"]) == ("dode.status", "tab-1", "info")
-    assert data["text"].startswith("euler_dode: stock euler (λ = 0): no λ for model, 6 steps, σ 14.61→0, cfg 3")
+    assert data["text"].startswith("euler_dode: stock euler (λ = 0): no λ for euler, 6 steps, σ 14.61→0, cfg 3")
     out = clean.v3.DistillLambdas.execute(model, cond(0.5), cond(-0.5), latent(2), 1, 3.0, "euler", "karras", 6, 1.0,
                                           "heun", 3, True, objective="greedy")
     assert out.ui == {"text": [out.args[3]]} and out.args[3].startswith("D-ODE euler: euler, 6 steps")
@@ -780,7 +786,7 @@ def test_skipped_files_and_the_nearest_entry_are_named(clean):
     for _ in range(2):
         assert torch.equal(ksample(clean, model, "euler_dode", cfg=4.0), ksample(clean, model, "euler", cfg=4.0))
     assert len(told(clean, "skipped the λ file broken.safetensors")) == 1  # once per file and reason
-    miss = told(clean, "euler_dode: stock euler (λ = 0): no λ for model, 6 steps, σ 14.61→0, cfg 4")[0]
+    miss = told(clean, "euler_dode: stock euler (λ = 0): no λ for euler, 6 steps, σ 14.61→0, cfg 4")[0]
     assert "nearest entry: euler, 6 steps" in miss and "which differs in cfg 3, not 4" in miss
     assert "skipped unreadable λ files: broken.safetensors (" in miss
 
@@ -792,12 +798,12 @@ def test_lambda_files_are_named_after_the_loaded_model_file(clean):
               "5": {"class_type": "DODEDistillLambdas", "inputs": {"model": ["2", 0]}}}
     clean.ui.prompt_queue.currently_running = {0: (0, "p1", prompt, {}, ["5"])}
     clean.ui.last_node_id = "5"
-    assert clean.sampling.loader_file_name() == "my_unet"
-    assert clean.sampling.loader_file_name(prompt, "1") == "my_unet"
-    assert clean.sampling.loader_file_name({"5": {"inputs": {"model": ["9", 0]}}}, "5") is None
-    assert clean.sampling.loader_file_name(prompt, None) == "my_unet"  # node unknown: the prompt's only loader
+    assert clean.context.loader_file_name() == "my_unet"
+    assert clean.context.loader_file_name(prompt, "1") == "my_unet"
+    assert clean.context.loader_file_name({"5": {"inputs": {"model": ["9", 0]}}}, "5") is None
+    assert clean.context.loader_file_name(prompt, None) == "my_unet"  # node unknown: the prompt's only loader
     two = {**prompt, "7": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "other.safetensors"}}}
-    assert clean.sampling.loader_file_name(two, None) is None  # which one? not a guess
+    assert clean.context.loader_file_name(two, None) is None  # which one? not a guess
     distill(clean, make_model(clean))
     (path,) = clean.lambda_dir.glob("*.safetensors")
     assert path.name.startswith("my_unet-") and path.name.endswith("-euler.safetensors")
@@ -809,7 +815,7 @@ def test_auto_distill_that_cannot_save_keeps_the_fit(clean):
     """A broken file where the fit is to be saved: the paid-for fit is used, kept in memory and not redone."""
     model = make_model(clean)
     auto = with_options(clean, model, on_missing="auto_distill")
-    target = clean.store.default_file(clean.sampling.model_identity(model), "euler")
+    target = clean.store.default_file(clean.context.model_identity(model), "euler")
     with open(target, "wb") as f:
         f.write(b"garbage, not a lambda file")
     first = ksample(clean, auto, "euler_dode", batch=2)
@@ -821,7 +827,7 @@ def test_auto_distill_that_cannot_save_keeps_the_fit(clean):
     assert told(clean, "euler_dode: λ from an unsaved fit of this process")
 
     # Distill λ likewise: its outputs carry the fit, the store lookups of this process find it
-    steps4 = clean.store.default_file(clean.sampling.model_identity(model), "heun")
+    steps4 = clean.store.default_file(clean.context.model_identity(model), "heun")
     with open(steps4, "wb") as f:
         f.write(b"garbage")
     sampler, lambdas, _, report, *_ = distill(clean, model, sampler="heun", steps=4)

@@ -21,7 +21,8 @@ from safetensors.torch import save as serialize
 
 import dode
 from dode.lambdas import LambdaEntry
-from dode.lambdas.files import LAMBDA_BOUND, OBJECTIVES, SCHEDULES
+from dode.lambdas import OBJECTIVES
+from dode.lambdas.schema import LAMBDA_BOUND, SCHEDULES
 from dode.samplers import SAMPLER_NAMES, karras_sigmas
 
 EXTRA = int(os.environ.get("DODE_FUZZ_CASES", "0"))

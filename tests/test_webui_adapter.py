@@ -282,7 +282,7 @@ def test_miss_runs_the_stock_sampler_and_logs_once(webui, caplog):
         ref = webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(), disable=True)
         assert torch.equal(out, ref)
         assert p.extra_generation_params["D-ODE λ"] == "none"
-        assert caplog.text.count(f"no λ for {label}") == 1
+        assert caplog.text.count(f"D-ODE: {label} (full schedule), using the stock sampler: no λ for {name}") == 1
 
 
 def test_lambda_from_models_dir_is_used_with_infotext(webui):
@@ -345,7 +345,7 @@ def test_no_hashing_hashes_the_file_once(webui, monkeypatch):
     run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "x.safetensors#0"
     assert (webui.tmp / "models" / "D-ODE" / "sha256-cache.json").is_file()
-    store = sys.modules[PKG + ".lambdas.store"]
+    store = sys.modules[PKG + ".lambdas.identity"]
     store._hash_memo.clear()  # a restart: the disk cache answers, the file is not read again
     monkeypatch.setattr(store, "hashlib", None)
     assert webui.adapter.checkpoint(p)[0] == webui.ident
@@ -397,7 +397,7 @@ def test_a_fit_that_cannot_be_saved_still_serves_its_image(webui, caplog):
     fit = webui.lambdas.distill(Gaussian(), x, sigmas, sampler="euler", scale=2, extra_args=args(), disable=True)
     assert torch.equal(out, fit.samples) and path.read_bytes() == b"damaged"
     assert p.extra_generation_params["D-ODE λ"] == "not saved" and "D-ODE fit" in p.extra_generation_params
-    assert "could not save" in caplog.text and path.name in caplog.text
+    assert "λ fitted but not saved" in caplog.text and path.name in caplog.text
 
 
 def test_interrupted_distill_writes_nothing(webui):
@@ -444,7 +444,7 @@ def test_hires_pass_has_its_own_infotext_and_can_distill_tails_when_asked(webui)
 
 def test_error_policy_raises_for_full_schedules_only(webui):
     webui.shared.opts.dode_miss_policy = "error"
-    with pytest.raises(RuntimeError, match="no λ for Euler"):
+    with pytest.raises(RuntimeError, match=r"Euler \(D-ODE\) \(full schedule\): no λ for euler"):
         run(webui, "Euler (D-ODE)", make_p(), karras(6))
     p = make_p(init_images=["image"])
     run(webui, "Euler (D-ODE)", p, karras(10)[5:])
@@ -612,7 +612,7 @@ def test_fitted_schedule_falls_back_to_karras(webui, caplog):
             assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler=name,
                                                       extra_args=args(p.cfg_scale), disable=True))
     assert torch.equal(stock, stub_karras(5))  # the fallback is the WebUI's own Karras grid
-    assert "5 steps, not 6" in caplog.text and "cfg 7.0, not 4.5" in caplog.text
+    assert "5 steps, not 6" in caplog.text and "cfg 7, not 4.5" in caplog.text
     assert "DPM++ SDE has no D-ODE solver" in caplog.text
 
 

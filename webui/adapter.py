@@ -29,9 +29,9 @@ import os
 
 import torch
 
-from ..lambdas import (DEFAULT_SCALE, DEFAULT_TEACHER, LambdaNotFound, LambdaStore, autov2, distill, find_lambdas,
-                       find_schedule)
-from ..lambdas.fit import DEFAULT_OBJECTIVE, OBJECTIVES
+from ..lambdas import DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, OBJECTIVES, LambdaStore, autov2, distill
+from ..lambdas.match import Request, place
+from ..lambdas.resolve import lookup_order, miss_action, resolve, save_or_keep, store_source, unserved
 from ..samplers import SAMPLER_NAMES, SOLVERS, nfe, sample
 
 log = logging.getLogger("dode.webui")
@@ -61,7 +61,7 @@ STOCK_OPTION_KEYS = ("scheduler",)  # options copied from the stock WebUI sample
 
 _stores = {}
 _logged = set()
-_current = {"p": None}  # the processing object about to sample (see remember)
+_current_call = {"p": None}  # host workaround (current-call global): the generation about to sample; see remember
 
 
 # ---------------------------------------------------------------- registration
@@ -254,9 +254,9 @@ def identity(p):
     return f"{short}+nets-{hashlib.blake2b(json.dumps(nets).encode(), digest_size=6).hexdigest()}", info
 
 
-def bare_checkpoint_entries(entries):
-    """Entries fitted on a bare checkpoint: no extra networks (WebUI) and no weight patches recorded (ComfyUI)."""
-    return [e for e in entries if "+nets-" not in e.model and e.metrics.get("model_patches", "none") == "none"]
+def is_bare_checkpoint(entry):
+    """An entry fitted on a bare checkpoint: no extra networks (WebUI) and no weight patches recorded (ComfyUI)."""
+    return "+nets-" not in entry.model and entry.metrics.get("model_patches", "none") == "none"
 
 
 def lambda_dir():
@@ -282,44 +282,35 @@ def entry_ref(store, path, entry):
     return f"{os.path.basename(path)}#{k}"
 
 
-def search(ident, info, find):
-    """(entry, ``<file>#<index>``) of the first entry that ``find(entries, source, models)`` returns (it raises
-    LambdaNotFound on a miss), looking in models/D-ODE, then in the checkpoint's sidecar, or (None, reason)."""
-    folder = store_for([lambda_dir()])
-    entry, where = folder.first_match(lambda entries, path: find(entries, path, ident))
-    if entry is not None:
-        return entry, entry_ref(folder, where, entry)
-    reasons = [where]
+def sources(ident, info):
+    """The WebUI's stores, in order: models/D-ODE, the checkpoint's sidecar (for a bare checkpoint also another
+    host's bare-checkpoint fits: the sidecar's place names the checkpoint)."""
+    order = [store_source(store_for([lambda_dir()]))]
     side = sidecar(info)
     if side and os.path.isfile(side):
-        store = store_for(files=[side])
-        entry, why = store.first_match(lambda entries, path: find(entries, path, ident))
-        if entry is None and "+nets-" not in ident:
-            # the sidecar's place names the checkpoint: accept another host's identity for a bare-checkpoint fit
-            try:
-                entry = find(bare_checkpoint_entries(store.entries(side)), side, None)
-            except LambdaNotFound as e:
-                why = str(e)
-        if entry is not None:
-            return entry, entry_ref(store, side, entry)
-        reasons.append(why)
-        reasons += [f"{k}: {v}" for k, v in store.problems.items()]
-    reasons += [f"{k}: {v}" for k, v in folder.problems.items()]
-    return None, "; ".join(reasons)
+        order.append(store_source(store_for(files=[side])))
+        if "+nets-" not in ident:
+            order.append(store_source(store_for(files=[side]), any_model=True, accept=is_bare_checkpoint))
+    return order
+
+
+def search(request, ident, info):
+    """(entry, ``<file>#<index>``) from the core's one lookup order, or (None, reason)."""
+    found = resolve(request, lookup_order(stores=sources(ident, info)))
+    if found.entry is None:
+        return None, found.reason
+    return found.entry, f"{place(found.where)}#{found.index}" if found.where.endswith(".safetensors") else found.where
 
 
 def lookup(name, ident, info, sigmas, cfg):
     """(λ tensor, infotext reference) for exactly this sampler, σ grid and CFG scale, or (None, reason)."""
-    entry, found = search(ident, info, lambda entries, source, models: find_lambdas(
-        entries, name, sigmas, model=models, cfg=cfg, source=source))
+    entry, found = search(Request.grid(name, sigmas, ident, cfg), ident, info)
     return (None, found) if entry is None else (entry.lambdas, found)
 
 
 def lookup_schedule(name, ident, info, steps, sigma_max, cfg):
-    """(fitted entry, infotext reference) for this sampler, number of steps, first σ (last σ 0) and CFG scale, or
-    (None, reason)."""
-    return search(ident, info, lambda entries, source, models: find_schedule(
-        entries, name, steps, sigma_max, 0.0, model=models, cfg=cfg, source=source))
+    """(fitted entry, infotext reference) for this sampler, steps, first σ (last σ 0) and CFG, or (None, reason)."""
+    return search(Request.fitted(name, steps, sigma_max, 0.0, ident, cfg), ident, info)
 
 
 def distill_file(info, ident):
@@ -429,10 +420,9 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     r = fit.report
     summary = (f"{objective}{' + schedule' if schedule else ''}, {teacher} x{fit.scale}, "
                f"rmse {r.rmse_stock:.4g} -> {r.rmse_after:.4g}, {r.network_calls} calls, {r.seconds:.1f} s")
-    try:
-        store.add(path, entry)
-    except (OSError, ValueError) as e:  # a read-only folder, a damaged file in the way: this image keeps its fit
-        log.error("D-ODE: fitted for %s (%s) but could not save it: %s", entry.describe(), r.summary(), e)
+    saved, why = save_or_keep(entry, lambda e: store.add(path, e))
+    if why:  # a read-only folder, a damaged file in the way: the fit is used and kept (resolve.save_or_keep)
+        log.error("D-ODE: %s: %s (%s)", entry.describe(), why, r.summary())
         return fit.samples, "not saved", summary
     log.info("D-ODE: distilled for %s into %s: %s", entry.describe(), path, r.summary())
     return fit.samples, entry_ref(store, path, entry), summary
@@ -444,46 +434,55 @@ def on_fitted_schedule(p):
     return kind in (SCHEDULER_LABEL, SCHEDULER_NAME)
 
 
+def miss_policy(tail):
+    """The core miss policy the settings ask for: auto-distill (a tail only with the tails option), error, stock."""
+    if opt("dode_auto_distill") and (not tail or opt("dode_distill_tails")):
+        return "auto_distill"
+    return "error" if opt("dode_miss_policy") == "error" and not tail else "stock"
+
+
+def blocker(p):
+    """Why no λ can be looked up for this generation, or None."""
+    if refiner_active(p):
+        return "a refiner switches models mid-schedule; λ is fitted for one model"
+    return None if identity(p)[0] is not None else "the checkpoint has no file to hash"
+
+
 def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
     p = getattr(model, "p", None)
     prefix = HIRES_PREFIX if getattr(p, "is_hr_pass", False) else ""
     tail = is_tail(p, model, sigmas)
     cfg = cfg_scale(p, extra_args)
     flow = is_flow(model)
-    lambdas, ref, why = None, "none", None
-    if refiner_active(p):
-        why = "a refiner switches models mid-schedule; λ is fitted for one model"
+    lambdas, ref, problem = None, "none", blocker(p)
+    ident, info = identity(p) if problem is None else (None, None)
+    if problem is None:
+        lambdas, why = lookup(name, ident, info, sigmas, cfg)
+        ref = why if lambdas is not None else ref
     else:
-        ident, info = identity(p)
-        if ident is None:
-            why = "the checkpoint has no file to hash"
-        else:
-            lambdas, found = lookup(name, ident, info, sigmas, cfg)
-            if lambdas is not None:
-                ref = found
-            elif opt("dode_auto_distill") and (not tail or opt("dode_distill_tails")):
-                schedule = not tail and on_fitted_schedule(p) and bool(opt("dode_fit_schedule"))
-                try:
-                    samples, ref, summary = auto_distill(name, model, x, sigmas, extra_args, disable, ident, info,
-                                                         cfg, flow, schedule)
-                except ValueError as e:  # a σ grid the fit cannot use (e.g. repeated σ): stock sampler
-                    why = f"auto-distill failed: {e}"
-                else:
-                    set_info(p, prefix + INFOTEXT_KEY, ref)
-                    set_info(p, prefix + INFOTEXT_FIT, summary)
-                    if schedule:
-                        set_info(p, prefix + INFOTEXT_SCHEDULE, f"fitted {ref}")
-                    return samples
-            else:
-                why = found
+        why = unserved(Request.grid(name, sigmas, None, cfg), problem)
     if lambdas is None:
-        policy = opt("dode_miss_policy")
-        what = f"{label_for(name)}, {len(sigmas) - 1} steps, {'tail' if tail else 'full'} schedule, cfg {cfg}"
-        if policy == "error" and not tail:
-            raise RuntimeError(f"D-ODE: no λ for {what}: {why}")
-        if policy != "stock sampler, silent":
-            key = (name, tuple(round(float(s), 5) for s in sigmas), cfg, why)
-            log_once(key, "D-ODE: no λ for %s, using the stock sampler: %s", what, why)
+        action = miss_action(miss_policy(tail), problem)
+        if action == "distill":
+            schedule = not tail and on_fitted_schedule(p) and bool(opt("dode_fit_schedule"))
+            try:
+                samples, ref, summary = auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg,
+                                                     flow, schedule)
+            except ValueError as e:  # a σ grid the fit cannot use (e.g. repeated σ): the stock sampler
+                why = f"{why}; auto-distill failed: {e}"
+                action = miss_action("error" if opt("dode_miss_policy") == "error" and not tail else "stock")
+            else:
+                set_info(p, prefix + INFOTEXT_KEY, ref)
+                set_info(p, prefix + INFOTEXT_FIT, summary)
+                if schedule:
+                    set_info(p, prefix + INFOTEXT_SCHEDULE, f"fitted {ref}")
+                return samples
+        what = f"{label_for(name)} ({'tail' if tail else 'full'} schedule)"
+        if action == "error":
+            raise RuntimeError(f"D-ODE: {what}: {why}")
+        if opt("dode_miss_policy") != "stock sampler, silent":
+            log_once((name, tuple(round(float(s), 5) for s in sigmas), cfg, why),
+                     "D-ODE: %s, using the stock sampler: %s", what, why)
     set_info(p, prefix + INFOTEXT_KEY, ref)
     return sample(model, x, sigmas, sampler=name, lambdas=lambdas, extra_args=extra_args, callback=callback,
                   disable=disable, flow=flow)
@@ -496,7 +495,7 @@ def remember(p):
     WebUI calls after creating ``p.sampler`` and before that sampler builds its σ grid), and drops this pass's D-ODE
     infotext left by an earlier generation: the X/Y/Z plot's cells are shallow copies of one ``p`` that share its
     ``extra_generation_params``, so a Karras cell would otherwise report the fitted schedule of the cell before."""
-    _current["p"] = p
+    _current_call["p"] = p
     info = getattr(p, "extra_generation_params", None)
     if info is not None:
         prefix = HIRES_PREFIX if getattr(p, "is_hr_pass", False) else ""
@@ -507,7 +506,7 @@ def remember(p):
 def current_generation(inner_model):
     """The recorded processing object if it belongs to this schedule call: its sampler's k-diffusion wrapper is the
     ``inner_model`` the WebUI passed (each sampler has its own), else None (e.g. a run without the WebUI's scripts)."""
-    p = _current["p"]
+    p = _current_call["p"]
     if p is None or inner_model is None or getattr(getattr(p, "sampler", None), "model_wrap", None) is not inner_model:
         return None
     return p
