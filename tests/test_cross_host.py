@@ -103,3 +103,93 @@ def test_webui_file_works_in_comfyui(clean, webui, caplog, tmp_path):
     other.write_bytes(b"another checkpoint")
     assert comfy_lambda(clean, on_file(clean, other), caplog) is None
     assert comfy_lambda(clean, comfy_tests.make_model(clean), caplog) is None  # older ComfyUI: no file, no alias
+
+
+# --- the same miss cases through both hosts: the same kind of result and the core's one message ------------------
+
+MISSES = [  # (case, change to the request, expected kind, what the message names)
+    ("another steps count", dict(steps=5), "stock", "6 steps, not 5"),
+    ("another cfg", dict(cfg=4.0), "stock", "cfg 3, not 4"),
+    ("another model", dict(other_model=True), "stock", "another model"),
+    ("a broken file", dict(broken=True, no_fit=True), "stock", "skipped unreadable λ files: broken.safetensors"),
+    ("an unsaved fit", dict(unsaved=True, no_fit=True), "not saved", "λ fitted but not saved"),
+]
+
+
+class ComfyHost:
+    """Runs one generation through the ComfyUI adapter (stub) and says what it did."""
+
+    def __init__(self, cx, webui, tmp_path):
+        self.cx, self.ckpt, self.tmp = cx, webui.ckpt, tmp_path
+        self.folder = cx.lambda_dir
+
+    def sigmas(self, steps):
+        return self.cx.v3.compute_sigmas(on_file(self.cx, self.ckpt), "euler", "karras", steps, 1.0)
+
+    def model(self, other_model=False, auto=False):
+        path = self.tmp / "other.safetensors" if other_model else self.ckpt
+        if other_model:
+            path.write_bytes(b"another checkpoint")
+        model = on_file(self.cx, path)
+        return comfy_tests.with_options(self.cx, model, on_missing="auto_distill", scale=2) if auto else model
+
+    def blocked_save(self):
+        return Path(self.cx.store.default_file(self.cx.context.model_identity(on_file(self.cx, self.ckpt)), "euler"))
+
+    def generate(self, caplog, steps=6, cfg=3.0, other_model=False, auto=False):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dode"):
+            comfy_tests.ksample(self.cx, self.model(other_model, auto), "euler_dode", steps=steps, cfg=cfg, batch=2)
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        kind = "not saved" if "λ fitted but not saved" in text else "lambda" if "λ from" in text else "stock"
+        return kind, text
+
+
+class WebuiHost:
+    """Runs one generation through the WebUI adapter (stub) and says what it did."""
+
+    def __init__(self, webui):
+        self.w = webui
+        self.folder = webui.tmp / "models" / "D-ODE"
+
+    def sigmas(self, steps):
+        return webui_tests.karras(steps)
+
+    def blocked_save(self):
+        return self.folder / f"toy_{self.w.ident}.dode.safetensors"
+
+    def generate(self, caplog, steps=6, cfg=3.0, other_model=False, auto=False):
+        if other_model:
+            other = self.w.ckpt.with_name("other.safetensors")
+            other.write_bytes(b"another checkpoint")
+            self.w.info.filename, self.w.info.sha256, self.w.info.shorthash = str(other), None, None
+        self.w.shared.opts.dode_auto_distill, self.w.shared.opts.dode_scale = auto, 2
+        caplog.clear()
+        p = webui_tests.make_p(cfg_scale=cfg)
+        with caplog.at_level(logging.INFO, logger="dode"):
+            webui_tests.run(self.w, "Euler (D-ODE)", p, self.sigmas(steps))
+        ref = p.extra_generation_params["D-ODE λ"]
+        return {"none": "stock", "not saved": "not saved"}.get(ref, "lambda"), caplog.text + ref
+
+
+@pytest.mark.parametrize("host", ["comfyui", "webui"])
+@pytest.mark.parametrize("case, change, kind, message", MISSES, ids=[m[0] for m in MISSES])
+def test_the_same_miss_gives_the_same_result_in_both_hosts(clean, webui, caplog, tmp_path, host, case, change,
+                                                          kind, message):
+    h = ComfyHost(clean, webui, tmp_path) if host == "comfyui" else WebuiHost(webui)
+    h.folder.mkdir(parents=True, exist_ok=True)
+    if not change.get("no_fit"):  # a fit for this checkpoint (its AutoV2), euler, 6 steps, cfg 3
+        sigmas = h.sigmas(6)
+        entry = webui.lambdas.LambdaEntry("euler", sigmas, torch.full((6,), 0.2), model=webui.ident, cfg=3.0)
+        webui.lambdas.save_lambdas(h.folder / "fit.safetensors", entry)
+        assert h.generate(caplog)[0] == "lambda"
+    if change.get("broken"):
+        (h.folder / "broken.safetensors").write_bytes(b"not a lambda file")
+    if change.get("unsaved"):
+        h.blocked_save().write_bytes(b"damaged")
+    got, text = h.generate(caplog, steps=change.get("steps", 6), cfg=change.get("cfg", 3.0),
+                           other_model=change.get("other_model", False), auto=change.get("unsaved", False))
+    assert got == kind and message in text, text
+    if change.get("unsaved"):  # the next run uses the fit kept in memory, without fitting again
+        got, text = h.generate(caplog, auto=True)
+        assert got == "lambda" and "an unsaved fit of this process" in text, text
