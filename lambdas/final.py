@@ -1,162 +1,68 @@
-"""λ, and optionally the σ schedule, fitted to what the user sees: the final sample.
+"""λ, and optionally the σ schedule, fitted to what the user sees: the teacher's final sample.
 
-The parameters θ are the λ of every corrected evaluation and, with a fitted schedule, the interior noise levels. The
-objective is the distance between the student's final sample and the teacher's final sample over the fit batch,
+    L(θ) = mean_b [ ‖x_N^b(θ) − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
 
-    L(θ) = mean_b ‖x_N(θ; x_T^b) − x_teacher^b‖²,
-
-which is what the greedy step-by-step fit only approximates (a step that "repairs" an intermediate error the stock
-solver heals later costs the rest of the trajectory), plus a detail term (``detail_norms``; weight w = ``detail``,
-by default 1 for a schedule fit and 0 for λ alone, measured: README):
-
-    L(θ) = mean_b [ ‖x_N^b − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
-
-∇ the forward differences along the spatial axes (the last two, or the one of a sequence; never the channels).
-Why: a student that cannot match the teacher exactly minimises the first term by regressing towards the mean — it
-keeps only the part of the detail it can place exactly (a regression coefficient ⟨d_s, d_t⟩/‖d_s‖² < 1), and the
-user sees softer, lower-contrast samples at the same pixel distance (measured on the digits: the detail deficit
-tracks FD at equal RMSE; benchmarks/detail.py). The second term asks every sample to carry as much detail as its
-teacher's. It is 0 when the student matches the teacher and at most
-8 w times the first term (|‖∇a‖ − ‖∇b‖| ≤ ‖∇(a − b)‖ ≤ 2√2 ‖a − b‖), so it only chooses among near-equal fits. A
-batch of flat vectors (B, D) has no spatial axis and no detail term. L is minimised without autograd by
-Levenberg–Marquardt on the residual r(θ) (per latent: x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖)):
-
-    δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r,   accepted if L(θ + δ) < L(θ) on the whole fit batch (else μ grows),
-
-with the Jacobian J = ∂r/∂θ by forward differences. Its cost is kept low three ways:
-- a perturbation of a parameter that acts after evaluation k reruns only the evaluations after k (``ReplayModel``
-  answers the unchanged head from the base trajectory);
-- J is taken on a sub-batch of at most ``jacobian_batch`` latents, while every step is judged on the whole batch;
-- after an accepted step, J gets Broyden's rank-one update J += (Δr − J δ) δᵀ / δᵀδ from the step's own run; it is
-  recomputed only when a stale J stops giving accepted steps.
-
-λ = 0 on the user's grid (the stock sampler) is in the search space and is evaluated first; the fit returns the θ of
-lowest L among the states it reached that are strictly closer to the teacher's final sample than stock (the
-distance alone, without the detail term), and the stock sampler with a warning if it reached none.
-
-The schedule keeps the first σ and the final σ and moves the others, as softmax increments in t = σ^(1/ρ):
-
-    t_k = t_0 − (t_0 − t_floor) Σ_{j≤k} w_j,   w = m + (1 − N m) softmax(log s⁰ + u),
-
-with s⁰ chosen so that u = 0 is the user grid, m = MIN_SHARE the smallest share an increment can take, and t_floor
-the final σ's t, or, for a grid ending in 0, the host's smallest usable σ (0 if none is given): the last increment is
-then the slack between the last positive σ and that floor. Every θ is a strictly decreasing grid inside the host's
-range, by construction; one the host's σ dtype cannot hold apart counts as a rejected trial. The schedule fit starts
-from the user's grid or, when λ = 0 on it is closer to the teacher, from ``equidistributed_grid``: the grid on which
-every step sees the same share of the teacher's output change Σ‖D_{k+1} − D_k‖ (``DenoisedPath`` records it).
+θ the λ of every corrected evaluation and, with a schedule, the interior σ's (lambdas/grids.py); minimised without
+autograd by Levenberg–Marquardt, δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r, with forward-difference Jacobians, from the best
+of several screened starts. Each difference step is the smallest whose change clears the model's measured noise
+floor. Design and measurements: docs/architecture.md, docs/benchmarks.md.
 """
 import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 
-from ..samplers import flow_option, get_solver, nfe
+from ..samplers import flow_option, get_solver, landing_sigmas, nfe
 from .calls import ReplayModel, Trajectory
+from .grids import DenoisedPath, ScheduleMap, start_grids
+from .teacher import greedy_rows, host_teacher_grid, run_teacher, teacher_grid
 
 MAX_TRIALS = 200  # a hard stop; the row budget ends a fit long before
 DEFAULT_JACOBIAN_BATCH = 32
-FD_STEPS = (1e-2, 1e-3, 1e-4)  # forward-difference steps in λ and the schedule logits, tried in turn (see optimise)
-SCHEDULE_RHO = 7.0
-MIN_SLACK = 1e-2  # smallest starting share of the last increment when the grid sits on the host's σ floor
-MIN_SHARE = 1e-3  # smallest share of the t-range any increment can take
+FD_STEP = 1e-2  # the first forward-difference step in λ and the schedule logits
+FD_REFINEMENTS = 2  # how often the steps may shrink tenfold when a fresh Jacobian gives no descent
+MAX_FD_STEP = 0.5  # the largest step a noisy model's difference may take
+NOISE_MARGIN = 10.0  # a difference is taken with a step whose change is this many times the noise floor
+SIGNAL_MARGIN = 2.0  # a column whose change stays under this many times the floor is noise (not used)
+NOISE_PROBES = (0, 1e-3, 2e-3, 3e-3, 4e-3)  # where along one parameter the noise floor is measured (a smooth
+# model is quadratic to ~1e-8 there; half-precision rounding is not)
+TOP_STARTS = 2  # screened starts that get a short fit
+SHORT_FIT_SHARE = 0.15  # the fit budget each short fit may spend
+SHORT_JACOBIAN_BATCH = 8  # latents a short fit's Jacobians are taken on
+NOISE_BATCH = 4  # latents the noise floor is measured on
 INITIAL_DAMPING = 1.0
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e3
 DIAG_FLOOR = 1.0
 MIN_IMPROVEMENT = 1e-4  # relative decrease of L below which an accepted step ends the fit
 
 
-class ScheduleMap:
-    """The interior σ's of a grid as N − 1 logits u; the first and final σ are kept. Each increment's share of the
-    t-range is MIN_SHARE + (1 − N·MIN_SHARE)·softmax(log s⁰ + u)_k, so no step can collapse. u = 0 is the grid itself
-    (``exact``) unless its last positive σ sits on the floor (the slack then starts at MIN_SLACK instead of 0) or an
-    increment is thinner than 2·MIN_SHARE."""
-
-    def __init__(self, sigmas, floor=0.0, rho=SCHEDULE_RHO):
-        values = sigmas.detach().double().cpu()
-        self.rho = rho
-        self.ends_in_zero = bool(values[-1] == 0)
-        self.t0 = float(values[0]) ** (1 / rho)
-        self.t_floor = (float(floor) if self.ends_in_zero else float(values[-1])) ** (1 / rho)
-        self.first, self.final = values[:1], values[-1:]
-        self.size = len(values) - 2
-        self.spare = 1 - (self.size + 1) * MIN_SHARE  # every increment keeps MIN_SHARE: the grid stays decreasing
-        increments = self.increments(values)
-        on_floor = self.ends_in_zero and bool(increments[-1] < MIN_SLACK)
-        if on_floor:
-            increments[-1] = MIN_SLACK
-        shares = increments / increments.sum()
-        self.exact = not on_floor and bool((shares > 2 * MIN_SHARE).all())
-        self.log_s0 = ((shares.clamp(min=2 * MIN_SHARE) - MIN_SHARE) / self.spare).log()
-
-    def increments(self, values):
-        """The t-increments of a grid with this map's first and final σ, as fractions of the t-range (the last one,
-        for a grid ending in 0, is the slack down to the floor)."""
-        knots = (values[:-1] if self.ends_in_zero else values) ** (1 / self.rho)
-        if self.ends_in_zero:
-            knots = torch.cat([knots, knots.new_tensor([self.t_floor])])
-        return ((knots[:-1] - knots[1:]) / (self.t0 - self.t_floor)).clamp(min=0)
-
-    def logits(self, sigmas):
-        """The u whose grid is ``sigmas`` (same first and final σ, inside the range; an increment thinner than
-        MIN_SHARE is taken as MIN_SHARE)."""
-        shares = self.increments(sigmas.detach().double().cpu())
-        weights = ((shares / shares.sum() - MIN_SHARE) / self.spare).clamp(min=1e-12)
-        u = weights.log() - self.log_s0
-        return u[1:] - u[0]
-
-    def sigmas(self, u):
-        """The grid for logits ``u`` (length N − 1; the first increment's logit is fixed)."""
-        shares = MIN_SHARE + self.spare * torch.softmax(self.log_s0 + torch.cat([u.new_zeros(1), u]), 0)
-        cumulative = shares.cumsum(0)
-        t = self.t0 - (self.t0 - self.t_floor) * cumulative[:self.size]
-        return torch.cat([self.first, t ** self.rho, self.final]).double()
+class State(NamedTuple):
+    """One evaluated θ: its loss L, residual, trajectory and final sample (all None but L = inf if rejected)."""
+    theta: torch.Tensor
+    loss: float
+    residual: Any = None
+    trajectory: Any = None
+    final: Any = None
 
 
-class DenoisedPath:
-    """A teacher callback that keeps, per teacher step, the mean over the batch of ‖D_{k+1} − D_k‖ (the change of the
-    model's output between consecutive teacher evaluations): O(batch × latent) memory, one scalar per step. The
-    scalars stay on the model's device until ``changes()`` reads them, so the teacher's loop never waits on a copy."""
-
-    def __init__(self):
-        self.previous = None
-        self.norms = []
-
-    def __call__(self, info):
-        denoised = info.get("denoised")
-        if denoised is None:
-            return
-        denoised = denoised.double()
-        if self.previous is not None:
-            self.norms.append((denoised - self.previous).flatten(1).norm(dim=1).mean())
-        self.previous = denoised
-
-    def changes(self):
-        """The recorded changes, one float per teacher step after the first."""
-        return torch.stack(self.norms).tolist() if self.norms else []
-
-
-def equidistributed_grid(teacher_sigmas, changes, steps, rho=SCHEDULE_RHO):
-    """The ``steps``-interval grid from the teacher grid's first to its final σ on which every interval sees the same
-    share of the teacher's total output change Σ_k ‖D_{k+1} − D_k‖ (interpolated linearly in σ^(1/ρ) inside a teacher
-    interval; the k-th change is spread over teacher interval k, the last interval gets none).
-
-    Why: a step of Euler/DDIM is exact while D stays constant over it, and its local error grows with how much D moves
-    over the step; spreading that movement evenly puts small steps where the model's output changes fast and large
-    ones where it barely moves (e.g. near σ = 0, where D(x, σ) ≈ x and a grid ending at σ_min wastes an evaluation).
-    None when the teacher's output did not change (nothing to spread)."""
-    weights = torch.tensor(list(changes) + [0.0] * (len(teacher_sigmas) - 1 - len(changes)), dtype=torch.float64)
-    weights = weights[:len(teacher_sigmas) - 1].clamp(min=0)
-    if not (torch.isfinite(weights).all() and weights.sum() > 0):
-        return None
-    cumulative = torch.cat([weights.new_zeros(1), weights.cumsum(0)]) / weights.sum()
-    ends = teacher_sigmas.detach().double().cpu()
-    t = ends ** (1 / rho)
-    knots = []
-    for k in range(1, steps):
-        j = int(torch.searchsorted(cumulative, torch.tensor(k / steps, dtype=torch.float64)).clamp(1, len(t) - 1))
-        width = cumulative[j] - cumulative[j - 1]
-        fraction = (k / steps - cumulative[j - 1]) / width if width > 0 else 0.0
-        knots.append(t[j - 1] + fraction * (t[j] - t[j - 1]))
-    return torch.cat([ends[:1], torch.stack(knots) ** rho, ends[-1:]])
+@dataclass
+class FinalOptions:
+    """What a final-sample fit is asked to do (dode.distill's arguments)."""
+    sampler: str
+    teacher: str
+    scale: int
+    extra_args: dict = None
+    callback: Any = None
+    first_step: str = "none"
+    clamp: float = None
+    disable: bool = None
+    flow: bool = False
+    schedule: bool = False
+    floor: float = 0.0
+    budget: float = 2.5
+    jacobian_batch: int = DEFAULT_JACOBIAN_BATCH
+    detail: float = 0.0
 
 
 def detail_norms(x):
@@ -166,13 +72,22 @@ def detail_norms(x):
     if x.ndim < 3:
         return None
     x = x.double()
-    axes = reversed(range(max(2, x.ndim - 2), x.ndim))  # width first, as the studies in the README ran it
+    axes = reversed(range(max(2, x.ndim - 2), x.ndim))  # width first, as the studies ran it
     return torch.cat([x.diff(dim=axis).flatten(1) for axis in axes], 1).norm(dim=1)
 
 
 def slice_rows(extra_args, rows, batch):
     """``extra_args`` for a sub-batch: top-level tensors whose first dimension is the batch are sliced to ``rows``."""
     return {k: v[rows] if torch.is_tensor(v) and v.ndim and v.shape[0] == batch else v for k, v in extra_args.items()}
+
+
+def quadratic_noise(residuals, t):
+    """σ of the noise in rows ``residuals`` (one per t): the RMS of their deviation from the best quadratic in t,
+    unbiased (len(t) − 3 degrees of freedom per element)."""
+    t = torch.tensor(t, dtype=torch.float64, device=residuals.device)
+    basis = torch.stack([torch.ones_like(t), t, t * t], 1)
+    fitted = basis @ torch.linalg.lstsq(basis, residuals).solution
+    return math.sqrt((residuals - fitted).square().sum().item() / (residuals.shape[1] * (len(t) - 3)))
 
 
 class FinalFit:
@@ -194,7 +109,14 @@ class FinalFit:
         self.jacobian_batch = jacobian_batch
         self.rows = None
         self.jacobians = 0
-        self.fd_index = 0
+        self.steps = torch.full((self.size,), FD_STEP, dtype=torch.float64)
+        self.min_steps = torch.zeros(self.size, dtype=torch.float64)
+        self.refinements = 0
+        self.row_cost = self.size * self.n_lambdas / 2  # network rows per Jacobian row, until one is measured
+        self.noise = 0.0
+        self.swamped = False
+        self.best = None
+        self.bound = math.inf
         self.history = []
 
     def unpack(self, theta):
@@ -238,44 +160,70 @@ class FinalFit:
         return bool((grid[1:] < grid[:-1]).all())
 
     def evaluate(self, theta, replay=None, stock=False):
-        """(θ, L, residual, trajectory, final sample) on the whole batch, L the mean square of the residual (the
-        module's L up to a constant factor); L = inf for a non-finite result or a grid the host's σ dtype cannot hold
-        (then nothing runs and the rest is None)."""
+        """θ's State on the whole batch, L the mean square of the residual; L = inf for a non-finite result or a
+        grid the host's σ dtype cannot hold (then nothing runs)."""
         if not stock and not self.usable(theta):
-            return theta, math.inf, None, None, None
+            return State(theta, math.inf)
         trajectory = Trajectory()
         final = self.run(theta, replay=replay, record=trajectory, stock=stock)
         r = self.residual(final)
         loss = r.square().mean().item()
-        return theta, (loss if math.isfinite(loss) else math.inf), r, trajectory, final
+        return State(theta, loss if math.isfinite(loss) else math.inf, r, trajectory, final)
 
-    def next_rows(self):
-        """The rows the next Jacobian is taken on: all of them, or the next ``jacobian_batch`` in turn (each
-        Jacobian sees other latents, so the steps do not fit one sub-batch)."""
+    def rows_for(self, index):
+        """The rows Jacobian number ``index`` is taken on: all of them, or the next ``jacobian_batch`` in turn."""
         batch = self.x.shape[0]
         if batch <= self.jacobian_batch:
             return None
-        start = (self.jacobians * self.jacobian_batch) % batch
-        return (torch.arange(self.jacobian_batch) + start) % batch
+        start = (index * self.jacobian_batch) % batch
+        return ((torch.arange(self.jacobian_batch) + start) % batch).to(self.x.device)
 
-    def jacobian(self, theta, trajectory, final):
-        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of
-        ``trajectory``. A column that is not finite (the model gave NaN/inf there) is 0: that direction is
-        not used."""
-        self.rows = self.next_rows()
+    def probed(self, state, rows, k, step):
+        """r on ``rows`` after θ_k += step (the head replayed from ``state``); None for an unusable grid."""
+        theta = state.theta.clone()
+        theta[k] += step
+        if not self.usable(theta):
+            return None
+        return self.residual(self.run(theta, rows, state.trajectory), rows)
+
+    def measure_noise(self, state):
+        """The noise floor σ of r on NOISE_BATCH latents: r(θ + t e_p) for t in NOISE_PROBES, p the parameter acting earliest,
+        against its best quadratic in t. 0 when the probes are not all finite and usable."""
+        size = min(NOISE_BATCH, self.jacobian_batch)
+        rows = None if self.x.shape[0] <= size else torch.arange(size).to(self.x.device)
+        p = len(self.free) if self.schedule is not None else 0
+        base = self.residual(state.final if rows is None else state.final[rows], rows)
+        probes = [base] + [self.probed(state, rows, p, t) for t in NOISE_PROBES[1:]]
+        if any(r is None or not torch.isfinite(r).all() for r in probes):
+            return 0.0
+        self.noise = quadratic_noise(torch.stack(probes), NOISE_PROBES)
+        return self.noise
+
+    def jacobian(self, state):
+        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of the state's
+        trajectory. A column whose change stays under NOISE_MARGIN × the noise floor is retaken with a larger step
+        (kept for later Jacobians); one still under SIGNAL_MARGIN × the floor, or not finite, is 0: that direction
+        is not used. ``swamped`` says whether every column was."""
+        self.rows = self.rows_for(self.jacobians)
         self.jacobians += 1
-        if self.rows is not None:
-            self.rows = self.rows.to(self.x.device)
-        base = self.residual(final if self.rows is None else final[self.rows], self.rows)
-        columns = []
+        base = self.residual(state.final if self.rows is None else state.final[self.rows], self.rows)
+        floor = math.sqrt(2 * base.numel()) * self.noise
+        columns, used = [], 0
         for k in range(self.size):
-            step = theta.clone()
-            step[k] += FD_STEPS[self.fd_index]
-            if not self.usable(step):
+            step = float(self.steps[k])
+            change = self.probed(state, self.rows, k, step)
+            change = None if change is None else change - base
+            if change is not None and floor > 0 and change.norm() < NOISE_MARGIN * floor and step < MAX_FD_STEP:
+                step = min(MAX_FD_STEP, step * NOISE_MARGIN * floor / max(float(change.norm()), floor / 100))
+                self.steps[k] = self.min_steps[k] = step
+                change = self.probed(state, self.rows, k, step)
+                change = None if change is None else change - base
+            if change is None or not torch.isfinite(change).all() or change.norm() <= SIGNAL_MARGIN * floor:
                 columns.append(torch.zeros_like(base))
                 continue
-            column = (self.residual(self.run(step, self.rows, trajectory), self.rows) - base) / FD_STEPS[self.fd_index]
-            columns.append(column if torch.isfinite(column).all() else torch.zeros_like(column))
+            columns.append(change / step)
+            used += 1
+        self.swamped = used == 0 and floor > 0
         return torch.stack(columns, 1)
 
     def project(self, theta):
@@ -283,54 +231,66 @@ class FinalFit:
             theta[:len(self.free)] = theta[:len(self.free)].clamp(-self.clamp, self.clamp)
         return theta
 
-    def optimise(self, start, budget, progress=None, bound=math.inf):
-        """Levenberg–Marquardt from ``start`` = (θ, L, r, trajectory, final) until it converges or has spent
-        ``budget`` network rows; returns the (θ, L, r, trajectory, final) of lowest L among the states it reached
-        whose distance to the teacher is below ``bound`` (the stock sampler's, so that the detail term never buys
-        detail with a sample further from the teacher than stock), or None if it reached none.
+    def consider(self, state):
+        """Keeps ``state`` as the fit's answer if it has the lowest L so far among the states strictly closer to the
+        teacher than ``bound`` (the stock sampler's distance: the detail term never buys detail with distance)."""
+        if math.isfinite(state.loss) and self.distance(state.final) < self.bound:
+            if self.best is None or state.loss < self.best.loss:
+                self.best = state
 
-        The damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step whose actual/predicted
-        decrease is ρ; × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update; a rejected
-        step on an updated J takes a fresh J instead of more damping. A fresh J that gives no accepted step even at
-        MAX_DAMPING was taken with a difference too coarse for this model (a sensitive sampler, e.g. DPM++ 2M under
-        strong CFG: no descent at 1e-2, measured): the next, finer one of FD_STEPS is tried before the fit stops.
-        ``progress(trial, final)`` follows each trial."""
-        theta, loss, r, trajectory, final = start
-        best = start if math.isfinite(loss) and self.distance(final) < bound else None
+    def loss_noise(self, state):
+        """How much L can move from the noise floor alone: 2√2 σ √L / √n."""
+        return 2 * math.sqrt(2) * self.noise * math.sqrt(state.loss) / math.sqrt(state.residual.numel())
+
+    def optimise(self, start, budget, progress=None):
+        """Levenberg–Marquardt from the State ``start`` until it converges or has spent ``budget`` network rows;
+        every state reached goes through ``consider``; returns the last accepted state. A Jacobian is taken only if
+        its cost (network rows per row, as the last one measured) fits in what is left.
+
+        Damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step with actual/predicted decrease ρ;
+        × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update J += (Δr − J δ) δᵀ / δᵀδ; a
+        rejected step on an updated J takes a fresh J. A fresh J with no accepted step even at MAX_DAMPING shrinks the
+        steps tenfold (not below a column's noise-safe step), FD_REFINEMENTS times at most. A step is accepted when L
+        falls by more than the noise floor can move it. ``progress(trial, final)`` follows each trial."""
+        state = start
+        self.consider(state)
+        if not math.isfinite(state.loss):
+            return state
         spent = self.model.rows
-        cost = {"jacobian": 0, "trial": 0}
+        cost = {"trial": 0}
         jac, fresh, damping, growth = None, False, INITIAL_DAMPING, 2
         for trial in range(MAX_TRIALS):
             if jac is None:
-                if cost["jacobian"] and self.model.rows - spent + cost["jacobian"] > budget:
+                rows = self.x.shape[0] if self.rows_for(self.jacobians) is None else self.jacobian_batch
+                if self.model.rows - spent + self.row_cost * rows > budget:
                     break
                 before = self.model.rows
-                jac, fresh = self.jacobian(theta, trajectory, final), True
-                cost["jacobian"] = self.model.rows - before
+                jac, fresh = self.jacobian(state), True
+                self.row_cost = (self.model.rows - before) / rows
+                if self.swamped:
+                    break
             if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
                 break
-            r_rows = self.on_rows(r)
+            r_rows = self.on_rows(state.residual)
             delta = lm_step(jac, r_rows, damping)
             if not torch.isfinite(delta).all():
                 break
-            candidate = self.project(theta + delta)
             before = self.model.rows
-            _, c_loss, c_r, c_traj, c_final = self.evaluate(candidate, trajectory)
+            candidate = self.evaluate(self.project(state.theta + delta), state.trajectory)
             cost["trial"] = max(cost["trial"], self.model.rows - before)
             predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
-            gain = (loss - c_loss) / predicted if predicted > 0 else -1.0
-            accepted = c_loss < loss
-            c_distance = self.distance(c_final) if math.isfinite(c_loss) else math.inf
-            self.history.append({"trial": trial, "loss": c_loss, "rmse": c_distance, "accepted": accepted,
-                                 "damping": damping, "rows": self.model.rows - spent})
+            gain = (state.loss - candidate.loss) / predicted if predicted > 0 else -1.0
+            accepted = candidate.loss < state.loss - self.loss_noise(state)
+            self.history.append({"trial": trial, "loss": candidate.loss,
+                                 "rmse": self.distance(candidate.final) if math.isfinite(candidate.loss) else math.inf,
+                                 "accepted": accepted, "damping": damping, "rows": self.model.rows - spent})
             if progress is not None:
-                progress(trial, c_final if accepted else final)
+                progress(trial, candidate.final if accepted else state.final)
             if accepted:
-                improvement = (loss - c_loss) / loss
-                jac = broyden(jac, self.on_rows(c_r) - r_rows, delta)
-                theta, loss, r, trajectory, final = candidate, c_loss, c_r, c_traj, c_final
-                if c_distance < bound:
-                    best = candidate, c_loss, c_r, c_traj, c_final
+                improvement = (state.loss - candidate.loss) / state.loss
+                jac = broyden(jac, self.on_rows(candidate.residual) - r_rows, delta)
+                state = candidate
+                self.consider(state)
                 fresh, damping, growth = False, max(damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), MIN_DAMPING), 2
                 if improvement < MIN_IMPROVEMENT:
                     break
@@ -338,17 +298,20 @@ class FinalFit:
                 jac = None
             elif damping < MAX_DAMPING:
                 damping, growth = damping * growth, growth * 2
-            elif self.next_fd_step():
+            elif self.refine_steps():
                 jac, damping, growth = None, INITIAL_DAMPING, 2
             else:
                 break
-        return best
+        return state
 
-    def next_fd_step(self):
-        """Moves to the next forward-difference step of FD_STEPS; False when none is left."""
-        if self.fd_index + 1 >= len(FD_STEPS):
+    def refine_steps(self):
+        """Shrinks the difference steps tenfold, none below its noise-safe step; False when none can shrink."""
+        if self.refinements >= FD_REFINEMENTS:
             return False
-        self.fd_index += 1
+        smaller = torch.maximum(self.steps / 10, self.min_steps)
+        if torch.equal(smaller, self.steps):
+            return False
+        self.steps, self.refinements = smaller, self.refinements + 1
         return True
 
     def on_rows(self, r):
@@ -368,3 +331,86 @@ def broyden(jac, change, delta):
     """Broyden's rank-one update of J after a step δ that changed r by ``change``: J + (Δr − J δ) δᵀ / δᵀδ."""
     delta = delta.to(jac)
     return jac + torch.outer(change - jac @ delta, delta) / delta.dot(delta)
+
+
+def evaluation_rows(sigmas, lambdas, landings):
+    """Report rows: per network evaluation, the σ it evaluates at, the σ its λ corrects, and λ."""
+    return [{"eval": k, "sigma": sigma, "lands": float(lands), "lambda": float(lam)}
+            for k, (sigma, lands, lam) in enumerate(zip(sigmas, landings.tolist(), lambdas))]
+
+
+def screened_starts(fit, schedule_map, starts, stock):
+    """(name, State) of λ = 0 on each start grid, lowest L first; the first network call is replayed from stock."""
+    screened = []
+    for name, grid in starts.items():
+        theta = torch.zeros(fit.size, dtype=torch.float64)
+        if name != "user grid" or not schedule_map.exact:
+            theta[len(fit.free):] = schedule_map.logits(grid)
+        state = stock if name == "user grid" and schedule_map.exact else fit.evaluate(theta, stock.trajectory)
+        screened.append((name, state))
+    return sorted(screened, key=lambda item: item[1].loss)
+
+
+def fit_final(model, x, sigmas, options, report):
+    """λ (and with ``options.schedule`` the interior σ's) fitted to the teacher's final sample: the teacher, stock,
+    the screened starts, a short fit from the best TOP_STARTS, the rest of the budget from the best of those.
+    Returns (λ, grid, samples, teacher samples)."""
+    o = options
+    grid = teacher_grid(sigmas, sigmas, o.scale)
+    path = DenoisedPath() if o.schedule else None
+    _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), o.teacher, o.extra_args, o.callback,
+                            o.disable, set(), path)
+    teacher_rows = model.rows
+    budget_rows = int(o.budget * greedy_rows(x, sigmas, o.sampler, o.teacher, o.flow)) - teacher_rows
+    report.teacher_nfe, report.student_nfe = nfe(o.teacher, grid), nfe(o.sampler, sigmas)
+    schedule_map = ScheduleMap(sigmas, o.floor) if o.schedule else None
+    fit = FinalFit(model, x, sigmas, o.sampler, target, o.extra_args, o.flow, o.first_step, schedule_map,
+                   o.jacobian_batch, o.clamp, o.detail)
+    stock = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64), stock=True)
+    report.rmse_stock = fit.distance(stock.final)
+    fit.bound = report.rmse_stock if math.isfinite(report.rmse_stock) else math.inf
+    starts = [("user grid", stock)]
+    if schedule_map is not None:
+        starts = screened_starts(fit, schedule_map, start_grids(sigmas, grid, path.changes()), stock)
+    spent = lambda: model.rows - teacher_rows  # noqa: E731
+    ticker = None if o.callback is None else (
+        lambda trial, final: o.callback({"phase": "fit", "i": min(spent(), budget_rows), "total": max(budget_rows, 1),
+                                         "x": final, "denoised": final}))
+    if math.isfinite(starts[0][1].loss):
+        fit.measure_noise(starts[0][1])
+    report.noise_floor = fit.noise
+    report.starts = [{"start": name, "rmse": fit.distance(s.final) if math.isfinite(s.loss) else math.inf}
+                     for name, s in starts]
+    finalists = [(name, s) for name, s in starts[:TOP_STARTS] if math.isfinite(s.loss)]
+    if len(finalists) > 1:
+        short, full = int(SHORT_FIT_SHARE * budget_rows), fit.jacobian_batch
+        fit.jacobian_batch = min(full, SHORT_JACOBIAN_BATCH)
+        finalists = [(name, fit.optimise(s, short, ticker)) for name, s in finalists]
+        fit.jacobian_batch = full
+        for row in report.starts:
+            row.update({"fitted": fit.distance(s.final) for name, s in finalists if name == row["start"]})
+        finalists.sort(key=lambda item: item[1].loss)
+    if finalists and not fit.swamped:
+        report.start = finalists[0][0]
+        fit.optimise(finalists[0][1], budget_rows - spent(), ticker)
+    report.trials = fit.history
+    report.fd_steps = fit.steps.tolist()
+    best = fit.best
+    if fit.swamped:
+        report.warnings.append(f"the model's output noise (floor {fit.noise:.3g} per element) swamps the change of "
+                               f"every parameter even at a difference step of {MAX_FD_STEP:g}; returning λ = 0 on "
+                               "the input grid (the stock sampler)")
+        best = None
+    elif not math.isfinite(stock.loss) and best is None:
+        report.warnings.append("the model's output is NaN/inf on this batch; returning λ = 0 on the input grid (the "
+                               "stock sampler)")
+    elif best is None:
+        report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
+                               "returning λ = 0 on the input grid (the stock sampler)")
+    if best is None:
+        lambdas, grid_used, best = [0.0] * fit.n_lambdas, sigmas, stock
+    else:
+        lambdas, grid_used = fit.unpack(best.theta)
+    report.rmse_after = fit.distance(best.final)
+    report.steps = evaluation_rows(best.trajectory.sigmas(), lambdas, landing_sigmas(o.sampler, grid_used, o.flow))
+    return torch.tensor(lambdas, dtype=torch.float64), grid_used, best.final, target

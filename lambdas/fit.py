@@ -15,29 +15,16 @@ from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landi
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, SigmaLog
 from .files import LambdaEntry
-from .final import DEFAULT_JACOBIAN_BATCH, DenoisedPath, FinalFit, ScheduleMap, equidistributed_grid
-
-DEFAULT_TEACHER = "dpmpp_2m"  # measured: same λ quality as a Heun teacher at half its network calls (README)
-DEFAULT_SCALE = 10
+from .final import DEFAULT_JACOBIAN_BATCH, FinalOptions, fit_final
+from .teacher import DEFAULT_SCALE, DEFAULT_TEACHER, host_teacher_grid, progress, run_teacher, teacher_grid
 FINAL_SCALE = 10
-FINAL_BUDGET, SCHEDULE_BUDGET = 2.5, 5.0  # a final fit's network rows, teacher included, in greedy fits
+FINAL_BUDGET, SCHEDULE_BUDGET = 2.5, 6.0  # a final fit's network rows, teacher included, in greedy fits
 FINAL_DETAIL, SCHEDULE_DETAIL = 0.0, 1.0  # the detail term's weight (lambdas/final.py), measured: README
 OBJECTIVES = ("final", "greedy")
 DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
 DEFAULT_FIRST_STEP = "none"
 DEGENERATE_RATIO = 1e-4  # a direction under this fraction of the step needs a huge, ill-conditioned λ: skip it
-
-
-def teacher_grid(sigmas, landings, scale, rho=7.0):
-    """The teacher's σ grid: every student σ and landing σ, each interval split into ``scale`` sub-steps uniform
-    in σ^(1/ρ) (the Karras spacing), so the grid refines every student interval. Float64, decreasing."""
-    knots = torch.unique(torch.cat([sigmas.double().cpu(), landings.double().cpu()])).flip(0)
-    lo, hi = knots[1:] ** (1 / rho), knots[:-1] ** (1 / rho)
-    frac = torch.arange(scale, dtype=torch.float64) / scale
-    inner = (hi[:, None] + (lo - hi)[:, None] * frac[None, :]) ** rho
-    inner[:, 0] = knots[:-1]
-    return torch.cat([inner.flatten(), knots[-1:]])
 
 
 @dataclass
@@ -49,7 +36,10 @@ class FitReport:
     (distance to the teacher's state there with λ_i = 0 / with the fitted λ_i). ``rmse_stock`` and ``rmse_after`` are
     the final sample's distances to the teacher's over the fit batch, for λ = 0 on the input grid and for the fit
     (the greedy fit measures the stock one only with ``compare_stock=True``). ``network_calls`` counts every network
-    call of the fit, the teacher's included, and ``network_rows`` the latents those calls evaluated."""
+    call of the fit, the teacher's included, and ``network_rows`` the latents those calls evaluated. The final fit
+    also gives ``start`` (the start it continued from), ``starts`` (each screened start's distance at λ = 0 and,
+    for the finalists, after its short fit), ``noise_floor`` (the measured σ of the residual's noise) and
+    ``fd_steps`` (the difference step of each parameter)."""
     objective: str = "greedy"
     schedule: str = "given"
     steps: list = field(default_factory=list)
@@ -63,6 +53,10 @@ class FitReport:
     network_calls: int = 0
     network_rows: int = 0
     seconds: float = 0.0
+    start: str = ""
+    starts: list = field(default_factory=list)
+    noise_floor: float = math.nan
+    fd_steps: list = field(default_factory=list)
 
     def table(self):
         """A plain-text table of the fit, one row per network evaluation, then the distances and the cost."""
@@ -78,8 +72,18 @@ class FitReport:
             rows.append("(rmse λ_i=0 / rmse λ_i: distance to the teacher's state at the σ it corrects, without / with "
                         "that evaluation's λ)")
         rows.append(self.summary())
+        if self.starts:
+            rows.append(self.search())
         rows += [f"warning: {w}" for w in self.warnings]
         return "\n".join(rows)
+
+    def search(self):
+        """One line: the starts screened, the one continued, the noise floor and the difference steps."""
+        starts = ", ".join(f"{s['start']} {s['rmse']:.4f}" + (f" → {s['fitted']:.4f}" if "fitted" in s else "")
+                           for s in self.starts)
+        steps = ", ".join(f"{v:.2g}" for v in self.fd_steps)
+        return (f"starts (RMSE at λ = 0 → after a short fit): {starts}; continued from: {self.start or 'none'}; "
+                f"noise floor {self.noise_floor:.3g}; difference steps {steps}")
 
     def summary(self):
         """One line: the distance to the teacher's final sample before and after, and what the fit cost."""
@@ -230,45 +234,6 @@ def check_grid(sigmas, schedule, sigma_range):
     return low
 
 
-def progress(callback, phase, total):
-    """Adapts a ``{"phase", "i", "total", "x", "denoised"}`` progress callback to a sampler callback (``x`` and
-    ``denoised`` are the sampler's current state and model output, for previews; None if it gives none)."""
-    if callback is None:
-        return None
-    return lambda info: callback({"phase": phase, "i": info["i"], "total": total, "x": info.get("x"),
-                                  "denoised": info.get("denoised")})
-
-
-def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep, observe=None):
-    """Runs the teacher on ``grid`` and keeps its states at the grid indices in ``keep`` (the final one included);
-    ``observe`` also sees every step's callback."""
-    states = {}
-    report = progress(callback, "teacher", len(grid) - 1)
-
-    def record(info):
-        if info["i"] in keep:
-            states[info["i"]] = info["x"]
-        if observe is not None:
-            observe(info)
-        if report is not None:
-            report(info)
-
-    final = get_solver(teacher).fn(model, x, grid, extra_args=extra_args, callback=record, disable=disable)
-    states[len(grid) - 1] = final
-    return states, final
-
-
-def host_teacher_grid(grid, sigmas):
-    """The teacher grid on the host's device, in its σ dtype but at least float32 (an fp16 grid underflows)."""
-    return grid.to(sigmas.device, torch.promote_types(sigmas.dtype, torch.float32))
-
-
-def evaluation_rows(sigmas, lambdas, landings):
-    """Report rows: per network evaluation, the σ it evaluates at, the σ its λ corrects, and λ."""
-    return [{"eval": k, "sigma": sigma, "lands": float(lands), "lambda": float(lam)}
-            for k, (sigma, lands, lam) in enumerate(zip(sigmas, landings.tolist(), lambdas))]
-
-
 def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp,
                    compare_stock, disable, flow, report):
     """The paper's fit: each λ_i in closed form against the teacher's state where its evaluation lands."""
@@ -294,66 +259,6 @@ def distill_greedy(model, x, sigmas, sampler, teacher, scale, extra_args, callba
         row["sigma"] = sigma
     report.rmse_before, report.rmse_after = fit.last
     return torch.tensor(fit.lambdas, dtype=torch.float64), sigmas, samples, teacher_final
-
-
-def greedy_rows(x, sigmas, sampler, teacher, flow):
-    """The network rows of the paper's greedy fit of ``sampler`` on ``sigmas`` for the batch x: one teacher run at
-    DEFAULT_SCALE on the grid refined around every landing σ, plus one student run. The final fit's budget unit."""
-    landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
-    return (nfe(teacher, teacher_grid(sigmas, landings, DEFAULT_SCALE)) + len(landings)) * x.shape[0]
-
-
-def equidistributed_start(fit, schedule_map, teacher_sigmas, changes, steps, replay):
-    """λ = 0 on the grid that spreads the teacher's output change evenly over the steps (final.equidistributed_grid),
-    evaluated on the whole batch (None if the teacher's output never moved). The schedule fit starts from it when its
-    objective L (lambdas/final.py) is lower than on the user's grid: measured, a start on the user's Karras grid left
-    16-latent Euler 5 fits in poor minima (benchmarks/schedule_start.py)."""
-    equidistributed = equidistributed_grid(teacher_sigmas, changes, steps)
-    if equidistributed is None:
-        return None
-    theta = torch.zeros(fit.size, dtype=torch.float64)
-    theta[len(fit.free):] = schedule_map.logits(equidistributed)
-    return fit.evaluate(theta, replay)
-
-
-def distill_final(model, x, sigmas, sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
-                  schedule, floor, budget, jacobian_batch, detail, report):
-    """λ (and with ``schedule`` the interior σ's) fitted to the teacher's final sample (lambdas/final.py)."""
-    grid = teacher_grid(sigmas, sigmas, scale)
-    path = DenoisedPath() if schedule else None
-    _, target = run_teacher(model, x, host_teacher_grid(grid, sigmas), teacher, extra_args, callback, disable, set(),
-                            path)
-    teacher_rows = model.rows
-    budget_rows = int(budget * greedy_rows(x, sigmas, sampler, teacher, flow)) - teacher_rows
-    report.teacher_nfe, report.student_nfe = nfe(teacher, grid), nfe(sampler, sigmas)
-    schedule_map = ScheduleMap(sigmas, floor) if schedule else None
-    fit = FinalFit(model, x, sigmas, sampler, target, extra_args, flow, first_step, schedule_map, jacobian_batch,
-                   clamp, detail)
-    theta0 = torch.zeros(fit.size, dtype=torch.float64)
-    stock = fit.evaluate(theta0, stock=True)
-    report.rmse_stock = fit.distance(stock[4])
-    start = stock if schedule_map is None or schedule_map.exact else fit.evaluate(theta0, stock[3])
-    if schedule_map is not None:
-        equidistributed = equidistributed_start(fit, schedule_map, grid, path.changes(), len(sigmas) - 1, stock[3])
-        if equidistributed is not None and equidistributed[1] < start[1]:
-            start = equidistributed
-    ticker = None if callback is None else (
-        lambda trial, final: callback({"phase": "fit", "i": min(model.rows - teacher_rows, budget_rows),
-                                       "total": max(budget_rows, 1), "x": final, "denoised": final}))
-    bound = report.rmse_stock if math.isfinite(report.rmse_stock) else math.inf
-    best = fit.optimise(start, budget_rows - (model.rows - teacher_rows), ticker, bound)
-    report.trials = fit.history
-    if best is None:
-        report.warnings.append("the final-sample fit found nothing closer to the teacher than the stock sampler; "
-                               "returning λ = 0 on the input grid (the stock sampler)")
-        trajectory, samples = stock[3], stock[4]
-        lambdas, grid_used = [0.0] * fit.n_lambdas, sigmas
-    else:
-        theta, _, _, trajectory, samples = best
-        lambdas, grid_used = fit.unpack(theta)
-    report.rmse_after = fit.distance(samples)
-    report.steps = evaluation_rows(trajectory.sigmas(), lambdas, landing_sigmas(sampler, grid_used, flow))
-    return torch.tensor(lambdas, dtype=torch.float64), grid_used, samples, target
 
 
 def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=None, extra_args=None,
@@ -395,9 +300,9 @@ def distill(model, x, sigmas, sampler="euler", teacher=DEFAULT_TEACHER, scale=No
                                                         callback, first_step, clamp, compare_stock, disable, flow,
                                                         report)
     else:
-        lambdas, grid, samples, target = distill_final(counted, x, sigmas, sampler, teacher, scale, extra_args,
-                                                       callback, first_step, clamp, disable, flow, schedule, floor,
-                                                       budget, jacobian_batch, detail, report)
+        options = FinalOptions(sampler, teacher, scale, extra_args, callback, first_step, clamp, disable, flow,
+                               schedule, floor, budget, jacobian_batch, detail)
+        lambdas, grid, samples, target = fit_final(counted, x, sigmas, options, report)
     report.network_calls, report.network_rows = counted.calls, counted.rows
     report.seconds = time.perf_counter() - start
     return DistillResult(lambdas=lambdas, sampler=sampler, sigmas=grid.detach().double().cpu(), teacher=teacher,
