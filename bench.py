@@ -20,6 +20,21 @@ CONVERGED_STEPS = 400
 FITS = {"greedy": {"objective": "greedy"}, "final": {"objective": "final"},
         "schedule": {"objective": "final", "schedule": True}}
 TIMING_ROUNDS = 5
+FIT_SEEDS = (0, 20, 21, 22, 23)  # the schedule fit's fit batches: the bench's (seed 0), then the extra draws
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_model(model, dtype):
+    """``model`` run under CPU autocast in ``dtype`` (its output back in float32), as a host runs a half-precision
+    checkpoint with a float32 sampler; ``model`` itself for float32."""
+    if DTYPES[dtype] is None:
+        return model
+
+    def half(x, sigma, **extra_args):
+        with torch.autocast("cpu", dtype=DTYPES[dtype]):
+            return model(x, sigma, **extra_args).float()
+
+    return half
 
 
 def noise(batch, seed):
@@ -84,33 +99,55 @@ def judge(model, eval_x, sigmas, sampler, reference, fit=None):
     return {"fd": fd_digits(out), "rmse": rmse(out, reference)}
 
 
-def bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, first_step):
-    """One table row: stock and each fit in FITS, judged on eval_x, with the fits' cost."""
+def fit_summary(fit):
+    """A fit's cost, distances on its fit batch, λ, grid, warnings and search, for the JSON."""
+    return {"network_calls": fit.report.network_calls, "network_rows": fit.report.network_rows,
+            "fit_seconds": fit.report.seconds, "rmse_fit_stock": fit.report.rmse_stock,
+            "rmse_fit": fit.report.rmse_after, "lambdas": [round(v, 4) for v in fit.lambdas.tolist()],
+            "sigmas": [float(f"{v:.6g}") for v in fit.sigmas.tolist()], "warnings": fit.report.warnings,
+            "start": fit.report.start, "noise_floor": fit.report.noise_floor}
+
+
+def bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, first_step, fits=tuple(FITS),
+              seed_batches=()):
+    """One table row: stock and each of ``fits``, judged on eval_x, with the fits' cost; the schedule fit also on
+    each of ``seed_batches`` (other fit batches: ``schedule_seeds``)."""
     sigmas = grid(steps)
     row = {"sampler": sampler, "nfe": nfe(sampler, sigmas), "steps": steps,
            "stock": judge(model, eval_x, sigmas, sampler, reference)}
-    for name, options in FITS.items():
-        fit = distill(model, fit_x, sigmas, sampler, teacher=teacher, first_step=first_step, disable=True, **options)
-        row[name] = {**judge(model, eval_x, sigmas, sampler, reference, fit),
-                     "network_calls": fit.report.network_calls, "network_rows": fit.report.network_rows,
-                     "fit_seconds": fit.report.seconds, "rmse_fit_stock": fit.report.rmse_stock,
-                     "rmse_fit": fit.report.rmse_after, "lambdas": [round(v, 4) for v in fit.lambdas.tolist()],
-                     "sigmas": [float(f"{v:.6g}") for v in fit.sigmas.tolist()], "warnings": fit.report.warnings}
+    for name in fits:
+        fit = distill(model, fit_x, sigmas, sampler, teacher=teacher, first_step=first_step, disable=True,
+                      **FITS[name])
+        row[name] = {**judge(model, eval_x, sigmas, sampler, reference, fit), **fit_summary(fit)}
         if name == "schedule":
             row["time_ratio"] = time_ratio(model, eval_x, sigmas, sampler, fit)
+            row["schedule_seeds"] = [{"fd": row[name]["fd"], "rmse": row[name]["rmse"],
+                                      "network_rows": row[name]["network_rows"]}]
+            for x in seed_batches:
+                extra = distill(model, x, sigmas, sampler, teacher=teacher, first_step=first_step, disable=True,
+                                **FITS[name])
+                row["schedule_seeds"].append({**judge(model, eval_x, sigmas, sampler, reference, extra),
+                                              "network_rows": extra.report.network_rows})
     return row
 
 
 def run_bench(samplers, budgets, teacher=DEFAULT_TEACHER, first_step=DEFAULT_FIRST_STEP, fit_batch=256,
-              eval_batch=2000, log=print):
-    """All rows plus the converged-ODE reference numbers, as a JSON-able dict; rows are logged as they finish."""
-    model = load_tiny_model()
-    fit_x, eval_x = noise(fit_batch, 0), noise(eval_batch, 1)
+              eval_batch=2000, log=print, dtype="float32", seeds=1, fits=tuple(FITS)):
+    """All rows plus the converged-ODE reference numbers, as a JSON-able dict; rows are logged as they finish. The
+    network runs in ``dtype`` (CPU autocast; the reference is the float32 model's converged ODE); the schedule fit
+    is also made on ``seeds`` − 1 further fit batches (FIT_SEEDS)."""
+    if not 1 <= seeds <= len(FIT_SEEDS):
+        raise ValueError(f"seeds must be 1 to {len(FIT_SEEDS)}, got {seeds!r}")
+    tiny = load_tiny_model()
+    model = autocast_model(tiny, dtype)
+    fit_x, eval_x = noise(fit_batch, FIT_SEEDS[0]), noise(eval_batch, 1)
+    seed_batches = [noise(fit_batch, seed) for seed in FIT_SEEDS[1:seeds]]
     start = time.perf_counter()
     log(f"converged ODE reference: Heun {CONVERGED_STEPS} steps on {eval_batch} held-out latents …")
-    reference = converged(model, eval_x, progress=log is print)
-    check = sample(model, eval_x, grid(CONVERGED_STEPS // 2), "heun", disable=log is not print)
+    reference = converged(tiny, eval_x, progress=log is print)
+    check = sample(tiny, eval_x, grid(CONVERGED_STEPS // 2), "heun", disable=log is not print)
     result = {"teacher": teacher, "first_step": first_step, "fit_batch": fit_batch, "eval_batch": eval_batch,
+              "dtype": dtype, "fit_seeds": list(FIT_SEEDS[:seeds]), "fits": list(fits),
               "converged_steps": CONVERGED_STEPS, "fd_converged": fd_digits(reference),
               "converged_self_rmse": rmse(check, reference), "converged_seconds": time.perf_counter() - start,
               "threads": torch.get_num_threads(), "rows": []}
@@ -122,14 +159,14 @@ def run_bench(samplers, budgets, teacher=DEFAULT_TEACHER, first_step=DEFAULT_FIR
         emit = bar.write if log is print else log  # rows above the progress bar
         for sampler, steps in bar:
             bar.set_postfix_str(f"{sampler} {steps} steps")
-            row = bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, first_step)
+            row = bench_row(model, sampler, steps, fit_x, eval_x, reference, teacher, first_step, fits, seed_batches)
             result["rows"].append(row)
             emit(format_row(row, result["fd_converged"]))
     return result
 
 
-COLUMNS = ("FD stock", "greedy", "final", "final+σ", "×ODE", "RMSE stock", "greedy", "final", "final+σ",
-           "rows×g final", "σ", "fit s", "time ×")
+COLUMNS = ("FD stock", "greedy", "final", "final+σ", "×ODE", "worst ×ODE", "RMSE stock", "greedy", "final",
+           "final+σ", "rows×g final", "σ", "fit s", "time ×")
 
 
 def header():
@@ -139,13 +176,21 @@ def header():
 
 def format_row(row, fd_converged):
     """The row as a Markdown table line: FD and RMSE of stock / greedy / final / final+schedule, the schedule fit's
-    FD over the converged ODE's, the final fits' network rows over the greedy fit's, fit seconds, time ratio."""
-    fits = [row["stock"]] + [row[name] for name in FITS]
-    greedy_rows = row["greedy"]["network_rows"]
-    cells = ([f"{row['sampler']:<9}", f"{row['nfe']:>3}"] + [f"{f['fd']:>10.2f}" for f in fits]
-             + [f"{row['schedule']['fd'] / fd_converged:>10.2f}"] + [f"{f['rmse']:>10.4f}" for f in fits]
-             + [f"{row[name]['network_rows'] / greedy_rows:>10.1f}" for name in ("final", "schedule")]
-             + [f"{row['schedule']['fit_seconds']:>10.2f}", f"{row['time_ratio']:>10.2f}"])
+    FD over the converged ODE's (seed 0, and the worst over its fit seeds), the final fits' network rows over the
+    greedy fit's, fit seconds, time ratio; "-" for a fit the run left out."""
+    def cell(name, key, spec):
+        return f"{row[name][key]:>10{spec}}" if name in row else f"{'-':>10}"
+
+    greedy_rows = row["greedy"]["network_rows"] if "greedy" in row else None
+    schedule = row.get("schedule_seeds", [])
+    worst = f"{max(s['fd'] for s in schedule) / fd_converged:>10.2f}" if schedule else f"{'-':>10}"
+    rows_x = [f"{row[name]['network_rows'] / greedy_rows:>10.1f}" if name in row and greedy_rows else f"{'-':>10}"
+              for name in ("final", "schedule")]
+    cells = ([f"{row['sampler']:<9}", f"{row['nfe']:>3}"] + [cell(name, "fd", ".2f") for name in ("stock", *FITS)]
+             + [f"{row['schedule']['fd'] / fd_converged:>10.2f}" if "schedule" in row else f"{'-':>10}", worst]
+             + [cell(name, "rmse", ".4f") for name in ("stock", *FITS)] + rows_x
+             + [cell("schedule", "fit_seconds", ".2f"),
+                f"{row['time_ratio']:>10.2f}" if "time_ratio" in row else f"{'-':>10}"])
     return "| " + " | ".join(cells) + " |"
 
 

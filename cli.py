@@ -62,6 +62,13 @@ def build_parser():
                        help="held-out latents each row is judged on (default: %(default)s)")
     bench.add_argument("--json", default="bench.json",
                        help="where to write every row and its λ as JSON (default: %(default)s)")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="the network's precision (CPU autocast; the sampler stays float32; default: %(default)s)")
+    bench.add_argument("--seeds", type=int, default=1, choices=range(1, 6), metavar="N",
+                       help="fit batches the schedule fit is made on, 1 to 5 (its worst FD is reported; "
+                            "default: %(default)s)")
+    bench.add_argument("--fits", nargs="+", default=["greedy", "final", "schedule"],
+                       choices=["greedy", "final", "schedule"], help="which fits to run (default: all)")
     add_fit_options(bench, scale=False)
     bench.add_argument("--first-step", default=DEFAULT_FIRST_STEP, choices=["none", "x"],
                        help="none: the first evaluation keeps λ = 0 (it has no previous output); x: fit it against "
@@ -100,6 +107,6 @@ def main(argv=None):
     else:
         from .bench import run_bench, write_json
         result = run_bench(args.samplers, args.nfe, args.teacher, args.first_step, fit_batch=args.fit_batch,
-                           eval_batch=args.eval_batch)
+                           eval_batch=args.eval_batch, dtype=args.dtype, seeds=args.seeds, fits=tuple(args.fits))
         write_json(result, args.json)
         print(f"wrote {os.path.abspath(args.json)}")
