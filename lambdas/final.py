@@ -27,8 +27,8 @@ NOISE_MARGIN = 10.0  # a difference is taken with a step whose change is this ma
 SIGNAL_MARGIN = 2.0  # a column whose change stays under this many times the floor is noise (not used)
 NOISE_PROBES = (0, 1e-3, 2e-3, 3e-3, 4e-3)  # where along one parameter the noise floor is measured (a smooth
 # model is quadratic to ~1e-8 there; half-precision rounding is not)
-TOP_STARTS = 2  # screened starts that get a short fit
-SHORT_FIT_SHARE = 0.15  # the fit budget each short fit may spend
+SHORT_FIT_TRIALS = 4  # whole-batch trials a short fit is sized for, besides its Jacobian
+SCREENING_SHARE = 0.5  # the most of the fit budget the short fits take together
 SHORT_JACOBIAN_BATCH = 8  # latents a short fit's Jacobians are taken on
 NOISE_BATCH = 4  # latents the noise floor is measured on
 INITIAL_DAMPING = 1.0
@@ -353,7 +353,8 @@ def screened_starts(fit, schedule_map, starts, stock):
 
 def fit_final(model, x, sigmas, options, report):
     """λ (and with ``options.schedule`` the interior σ's) fitted to the teacher's final sample: the teacher, stock,
-    the screened starts, a short fit from the best TOP_STARTS, the rest of the budget from the best of those.
+    the screened starts, a short fit from each of the best ones that SCREENING_SHARE of the budget affords, the
+    rest of the budget from the best of those.
     Returns (λ, grid, samples, teacher samples)."""
     o = options
     grid = teacher_grid(sigmas, sigmas, o.scale)
@@ -381,9 +382,11 @@ def fit_final(model, x, sigmas, options, report):
     report.noise_floor = fit.noise
     report.starts = [{"start": name, "rmse": fit.distance(s.final) if math.isfinite(s.loss) else math.inf}
                      for name, s in starts]
-    finalists = [(name, s) for name, s in starts[:TOP_STARTS] if math.isfinite(s.loss)]
+    full = fit.jacobian_batch
+    short = fit.row_cost * min(x.shape[0], full, SHORT_JACOBIAN_BATCH) + SHORT_FIT_TRIALS * fit.n_lambdas * x.shape[0]
+    count = max(1, int(SCREENING_SHARE * budget_rows // short))
+    finalists = [(name, s) for name, s in starts[:count] if math.isfinite(s.loss)]
     if len(finalists) > 1:
-        short, full = int(SHORT_FIT_SHARE * budget_rows), fit.jacobian_batch
         fit.jacobian_batch = min(full, SHORT_JACOBIAN_BATCH)
         finalists = [(name, fit.optimise(s, short, ticker)) for name, s in finalists]
         fit.jacobian_batch = full
