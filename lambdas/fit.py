@@ -14,13 +14,12 @@ import torch
 from ..samplers import check_batch, check_sigmas, flow_option, get_solver, landing_sigmas, nfe
 from ..samplers.base import apply_lambda
 from .calls import CountedModel, SigmaLog
-from .files import LambdaEntry
 from .final import DEFAULT_JACOBIAN_BATCH, FinalOptions, fit_final
+from .schema import OBJECTIVES, LambdaEntry
 from .teacher import DEFAULT_SCALE, DEFAULT_TEACHER, host_teacher_grid, progress, run_teacher, teacher_grid
 FINAL_SCALE = 10
 FINAL_BUDGET, SCHEDULE_BUDGET = 2.5, 6.0  # a final fit's network rows, teacher included, in greedy fits
 FINAL_DETAIL, SCHEDULE_DETAIL = 0.0, 1.0  # the detail term's weight (lambdas/final.py), measured: README
-OBJECTIVES = ("final", "greedy")
 DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
 DEFAULT_FIRST_STEP = "none"

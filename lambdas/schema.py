@@ -15,6 +15,7 @@ FORMAT = "dode.lambdas"
 FORMAT_VERSION = 1
 SIGMA_RTOL = 1e-5  # grids that agree to float32 round-off are the same grid
 SCHEDULES = ("given", "fitted")
+OBJECTIVES = ("final", "greedy")  # how λ was fitted (lambdas/fit.py)
 LAMBDA_BOUND = 1e4  # no real fit comes near it (docs/format.md)
 SIGMA_BOUND = 1e5  # no model's σ_max comes near it (VE models reach about 1e3)
 MAX_FILE_BYTES = 16 << 20  # a λ entry takes well under 1 kB; a bigger file is something else (a checkpoint?)
@@ -77,8 +78,8 @@ class LambdaEntry:
         if self.lambdas.abs().max() > LAMBDA_BOUND:
             raise ValueError(f"lambdas reach |λ| = {self.lambdas.abs().max():.3g}, beyond the bound {LAMBDA_BOUND:g} "
                              "that no real fit comes near; refit (dode.distill) or drop this entry")
-        if self.objective not in objectives():
-            raise ValueError(f"objective must be one of {', '.join(objectives())}, got {short(self.objective)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {short(self.objective)}")
         for name, want, ok in FIELD_TYPES:
             if not ok(getattr(self, name)):
                 raise ValueError(f"{name} must be {want}, got {short(getattr(self, name))}")
@@ -117,12 +118,6 @@ class LambdaEntry:
                 "cfg": self.cfg, "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
                 "schedule": self.schedule, "objective": self.objective, "metrics": self.metrics,
                 "created": self.created, "dode_version": self.dode_version}
-
-
-def objectives():
-    """The fit objectives (lambdas.fit.OBJECTIVES, their one home; imported here late: fit.py imports this module)."""
-    from .fit import OBJECTIVES
-    return OBJECTIVES
 
 
 def as_vector(name, values):
