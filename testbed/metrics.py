@@ -83,10 +83,10 @@ def _random_filters(channels, count=64, seed=0):
 def patch_features(x):
     """(B, C, H, W) → (B, 16 C + 64) float64: each channel's 4 × 4 block means (layout, colour) and the spatial
     means of ReLU of 64 fixed random zero-mean 3 × 3 filters (edge / texture energy: blur lowers it, noise raises it)."""
-    x = x.detach().to("cpu", torch.float64)
-    coarse = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-    texture = torch.nn.functional.conv2d(x, _random_filters(x.shape[1])).relu().mean((2, 3))
-    return torch.cat([coarse, texture], dim=1)
+    x = x.detach().to("cpu", torch.float32)
+    coarse = torch.nn.functional.adaptive_avg_pool2d(x.double(), 4).flatten(1)
+    responses = torch.nn.functional.conv2d(x, _random_filters(x.shape[1]).float())  # float32: fast, ample here
+    return torch.cat([coarse, responses.relu().mean((2, 3)).double()], dim=1)
 
 
 def rmse(a, b):
