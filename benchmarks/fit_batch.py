@@ -1,6 +1,6 @@
 """How many latents a fit needs: the final-sample fits fitted on 4, 8, 16, 32 and 256 latents, judged on 2000 others.
 
-Small fit batches are drawn three times (independent noise) so the spread shows; 256 latents once. Every row is
+Small fit batches are drawn three times (five for 4 latents; independent noise) so the spread shows; 256 once. Every row is
 judged against the converged ODE on the same held-out noise (FD in the digits classifier's features, RMSE).
 
     python -m dode.benchmarks.fit_batch           # prints the table, writes fit_batch.json
@@ -17,13 +17,13 @@ from ..testbed import fd_digits, load_tiny_model, rmse
 
 CASES = (("euler", 5), ("dpmpp_2m", 5), ("euler", 10))
 BATCHES = (4, 8, 16, 32, 256)
-DRAWS = 3  # independent fit batches per size below 256
+DRAWS = {4: 5}  # independent fit batches per size below 256: five of 4 latents, three of any other size
 FITS = {"final": {}, "schedule": {"schedule": True}}
 
 
 def fit_batches(size):
     """The fit batches of one size: seed-0 latents for 256, else DRAWS independent draws (seeds 10, 11, …)."""
-    return [noise(size, 0)] if size >= 256 else [noise(size, 10 + k) for k in range(DRAWS)]
+    return [noise(size, 0)] if size >= 256 else [noise(size, 10 + k) for k in range(DRAWS.get(size, 3))]
 
 
 def run(cases=CASES, batches=BATCHES, eval_batch=2000, log=print):
