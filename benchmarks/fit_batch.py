@@ -1,8 +1,8 @@
 """How many latents a fit needs: the final-sample fits fitted on 4, 8, 16, 32 and 256 latents, judged on 2000 others.
 
 Small fit batches are drawn three times (five for 4 latents; independent noise) so the spread shows; 256 latents
-once. Every row is
-judged against the converged ODE on the same held-out noise (FD in the digits classifier's features, RMSE).
+once. Every row is judged against the converged ODE on the same held-out noise (FD in the digits classifier's
+features, RMSE).
 
     python -m dode.benchmarks.fit_batch           # prints the table, writes fit_batch.json
 """
