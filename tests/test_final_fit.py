@@ -378,3 +378,12 @@ def test_the_report_names_the_screened_starts_and_the_one_continued(gmm):
     assert len(fit.report.fd_steps) == 4 + 4 and math.isfinite(fit.report.noise_floor)
     alone = dode.distill(gmm, noise(16, 2), karras_sigmas(5), "euler", scale=4, disable=True).report
     assert [s["start"] for s in alone.starts] == ["user grid"] and alone.start == "user grid"
+
+
+def test_a_model_that_gives_nan_everywhere_gets_the_stock_sampler_and_says_so(gmm):
+    """A half-precision overflow: every output NaN, the teacher's too. No NaN reaches λ or σ."""
+    broken = lambda x, s: gmm(x, s) * math.nan  # noqa: E731
+    sigmas = karras_sigmas(4)
+    fit = dode.distill(broken, noise(8, 6), sigmas, "euler", schedule=True, scale=4, disable=True)
+    assert torch.equal(fit.sigmas, sigmas.double()) and fit.lambdas.tolist() == [0.0] * 4
+    assert [w for w in fit.report.warnings if "NaN" in w and "stock sampler" in w]
