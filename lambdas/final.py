@@ -28,7 +28,7 @@ SIGNAL_MARGIN = 2.0  # a column whose change stays under this many times the flo
 NOISE_PROBES = (0, 1e-3, 2e-3, 3e-3, 4e-3)  # where along one parameter the noise floor is measured (a smooth
 # model is quadratic to ~1e-8 there; half-precision rounding is not)
 SHORT_FIT_TRIALS = 4  # whole-batch trials a short fit is sized for, besides its Jacobian
-SCREENING_SHARE = 0.5  # the most of the fit budget the short fits take together
+SCREENING_SHARE = 0.25  # the most of the fit budget the short fits take together
 SHORT_JACOBIAN_BATCH = 8  # latents a short fit's Jacobians are taken on
 NOISE_BATCH = 4  # latents the noise floor is measured on
 INITIAL_DAMPING = 1.0
@@ -351,11 +351,26 @@ def screened_starts(fit, schedule_map, starts, stock):
     return sorted(screened, key=lambda item: item[1].loss)
 
 
+def short_fits(fit, starts, budget_rows, ticker):
+    """A short fit from each of the best ``starts`` (name, State) that SCREENING_SHARE of the budget affords, each
+    sized for one Jacobian on SHORT_JACOBIAN_BATCH latents and SHORT_FIT_TRIALS trials; (name, State) of the fits,
+    lowest L first (the best start alone if only one is affordable)."""
+    batch, full = fit.x.shape[0], fit.jacobian_batch
+    short = fit.row_cost * min(batch, full, SHORT_JACOBIAN_BATCH) + SHORT_FIT_TRIALS * fit.n_lambdas * batch
+    finalists = [(name, s) for name, s in starts[:max(1, int(SCREENING_SHARE * budget_rows // short))]
+                 if math.isfinite(s.loss)]
+    if len(finalists) < 2:
+        return finalists
+    fit.jacobian_batch = min(full, SHORT_JACOBIAN_BATCH)
+    finalists = [(name, fit.optimise(s, short, ticker)) for name, s in finalists]
+    fit.jacobian_batch = full
+    return sorted(finalists, key=lambda item: item[1].loss)
+
+
 def fit_final(model, x, sigmas, options, report):
     """λ (and with ``options.schedule`` the interior σ's) fitted to the teacher's final sample: the teacher, stock,
-    the screened starts, a short fit from each of the best ones that SCREENING_SHARE of the budget affords, the
-    rest of the budget from the best of those.
-    Returns (λ, grid, samples, teacher samples)."""
+    the screened starts, short fits from the best (``short_fits``), then the rest of the budget from the best of
+    those. Returns (λ, grid, samples, teacher samples)."""
     o = options
     grid = teacher_grid(sigmas, sigmas, o.scale)
     path = DenoisedPath() if o.schedule else None
@@ -382,17 +397,10 @@ def fit_final(model, x, sigmas, options, report):
     report.noise_floor = fit.noise
     report.starts = [{"start": name, "rmse": fit.distance(s.final) if math.isfinite(s.loss) else math.inf}
                      for name, s in starts]
-    full = fit.jacobian_batch
-    short = fit.row_cost * min(x.shape[0], full, SHORT_JACOBIAN_BATCH) + SHORT_FIT_TRIALS * fit.n_lambdas * x.shape[0]
-    count = max(1, int(SCREENING_SHARE * budget_rows // short))
-    finalists = [(name, s) for name, s in starts[:count] if math.isfinite(s.loss)]
-    if len(finalists) > 1:
-        fit.jacobian_batch = min(full, SHORT_JACOBIAN_BATCH)
-        finalists = [(name, fit.optimise(s, short, ticker)) for name, s in finalists]
-        fit.jacobian_batch = full
-        for row in report.starts:
-            row.update({"fitted": fit.distance(s.final) for name, s in finalists if name == row["start"]})
-        finalists.sort(key=lambda item: item[1].loss)
+    finalists = short_fits(fit, starts, budget_rows, ticker)
+    for row in report.starts:
+        row.update({"fitted": fit.distance(s.final) for name, s in finalists if name == row["start"] and
+                    len(finalists) > 1})
     if finalists and not fit.swamped:
         report.start = finalists[0][0]
         fit.optimise(finalists[0][1], budget_rows - spent(), ticker)
