@@ -1,5 +1,5 @@
 """Shared fixtures: one torch thread, the k-diffusion oracle, the exact denoisers; tests/ on sys.path for the
-helper modules (lambda_factory)."""
+helper modules (lambda_factory) and the host plugins (comfy_host, webui_host: the stub hosts' fixtures)."""
 import importlib
 import importlib.util
 import os
@@ -11,6 +11,8 @@ import torch
 
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+pytest_plugins = ["comfy_host", "webui_host"]
 
 
 def load_kdiffusion_sampling():

@@ -1,6 +1,5 @@
 """λ files move between hosts: a file written by the ComfyUI adapter (tests/comfy_stub) is found by the WebUI adapter
 (tests/webui_stub) and vice versa, for the same checkpoint file, and only when the model is exactly that file."""
-import importlib.util
 import logging
 import shutil
 from pathlib import Path
@@ -8,23 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(1)
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"dode_cross_host_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-comfy_tests, webui_tests = load("test_comfy_adapter"), load("test_webui_adapter")
-cx, clean, webui = comfy_tests.cx, comfy_tests.clean, webui_tests.webui  # the hosts' fixtures
+import comfy_host
+import webui_host
 
 
 def on_file(cx, path):
     """A ComfyUI MODEL loaded from ``path`` (newer ComfyUI records the file in cached_patcher_init)."""
-    model = comfy_tests.make_model(cx)
+    model = comfy_host.make_model(cx)
     model.cached_patcher_init = (object, (str(path), {}))
     return model
 
@@ -43,8 +32,8 @@ def with_sampling_override(cx, model):
 
 def webui_lambda(w, sigmas, cfg=3.0):
     """The infotext reference of the λ a WebUI generation used (``none``: the stock sampler)."""
-    p = webui_tests.make_p(cfg_scale=cfg)
-    webui_tests.run(w, "Euler (D-ODE)", p, sigmas)
+    p = webui_host.make_p(cfg_scale=cfg)
+    webui_host.run(w, "Euler (D-ODE)", p, sigmas)
     return p.extra_generation_params["D-ODE λ"]
 
 
@@ -52,7 +41,7 @@ def comfy_lambda(cx, model, caplog):
     """Where the ComfyUI dropdown sampler found λ, or None (it ran the stock sampler)."""
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="dode"):
-        comfy_tests.ksample(cx, model, "euler_dode", cfg=3.0)
+        comfy_host.ksample(cx, model, "euler_dode", cfg=3.0)
     found = [r.getMessage() for r in caplog.records if "λ from" in r.getMessage()]
     return found[0] if found else None
 
@@ -60,7 +49,7 @@ def comfy_lambda(cx, model, caplog):
 def test_comfyui_file_works_in_the_webui(clean, webui):
     target = webui.tmp / "models" / "D-ODE"
     target.mkdir(parents=True)
-    _, lambdas, *_ = comfy_tests.distill(clean, on_file(clean, webui.ckpt), cfg=3.0)
+    _, lambdas, *_ = comfy_host.distill(clean, on_file(clean, webui.ckpt), cfg=3.0)
     entry = lambdas.entries[0]
     assert entry.model.startswith("fp1-") and entry.aliases == [webui.ident]
     (made,) = clean.lambda_dir.glob("*.safetensors")
@@ -78,7 +67,7 @@ def test_comfyui_file_works_in_the_webui(clean, webui):
 def test_comfyui_file_of_a_patched_model_is_not_found_in_the_webui(clean, webui, change):
     target = webui.tmp / "models" / "D-ODE"
     target.mkdir(parents=True)
-    _, lambdas, *_ = comfy_tests.distill(clean, change(clean, on_file(clean, webui.ckpt)), cfg=3.0)
+    _, lambdas, *_ = comfy_host.distill(clean, change(clean, on_file(clean, webui.ckpt)), cfg=3.0)
     assert lambdas.entries[0].aliases == []
     for made in clean.lambda_dir.glob("*.safetensors"):
         shutil.copy(made, target)
@@ -102,7 +91,7 @@ def test_webui_file_works_in_comfyui(clean, webui, caplog, tmp_path):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"another checkpoint")
     assert comfy_lambda(clean, on_file(clean, other), caplog) is None
-    assert comfy_lambda(clean, comfy_tests.make_model(clean), caplog) is None  # older ComfyUI: no file, no alias
+    assert comfy_lambda(clean, comfy_host.make_model(clean), caplog) is None  # older ComfyUI: no file, no alias
 
 
 # --- the same miss cases through both hosts: the same kind of result and the core's one message ------------------
@@ -131,7 +120,7 @@ class ComfyHost:
         if other_model:
             path.write_bytes(b"another checkpoint")
         model = on_file(self.cx, path)
-        return comfy_tests.with_options(self.cx, model, on_missing="auto_distill", scale=2) if auto else model
+        return comfy_host.with_options(self.cx, model, on_missing="auto_distill", scale=2) if auto else model
 
     def blocked_save(self):
         return Path(self.cx.store.default_file(self.cx.context.model_identity(on_file(self.cx, self.ckpt)), "euler"))
@@ -139,7 +128,7 @@ class ComfyHost:
     def generate(self, caplog, steps=6, cfg=3.0, other_model=False, auto=False):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="dode"):
-            comfy_tests.ksample(self.cx, self.model(other_model, auto), "euler_dode", steps=steps, cfg=cfg, batch=2)
+            comfy_host.ksample(self.cx, self.model(other_model, auto), "euler_dode", steps=steps, cfg=cfg, batch=2)
         text = "\n".join(r.getMessage() for r in caplog.records)
         kind = "not saved" if "λ fitted but not saved" in text else "lambda" if "λ from" in text else "stock"
         return kind, text
@@ -153,7 +142,7 @@ class WebuiHost:
         self.folder = webui.tmp / "models" / "D-ODE"
 
     def sigmas(self, steps):
-        return webui_tests.karras(steps)
+        return webui_host.karras(steps)
 
     def blocked_save(self):
         return self.folder / f"toy_{self.w.ident}.dode.safetensors"
@@ -165,9 +154,9 @@ class WebuiHost:
             self.w.info.filename, self.w.info.sha256, self.w.info.shorthash = str(other), None, None
         self.w.shared.opts.dode_auto_distill, self.w.shared.opts.dode_scale = auto, 2
         caplog.clear()
-        p = webui_tests.make_p(cfg_scale=cfg)
+        p = webui_host.make_p(cfg_scale=cfg)
         with caplog.at_level(logging.INFO, logger="dode"):
-            webui_tests.run(self.w, "Euler (D-ODE)", p, self.sigmas(steps))
+            webui_host.run(self.w, "Euler (D-ODE)", p, self.sigmas(steps))
         ref = p.extra_generation_params["D-ODE λ"]
         return {"none": "stock", "not saved": "not saved"}.get(ref, "lambda"), caplog.text + ref
 

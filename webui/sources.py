@@ -1,0 +1,54 @@
+"""The WebUI's λ sources in the core's one lookup order: models/D-ODE, then the checkpoint's sidecar."""
+import os
+
+from ..lambdas import LambdaStore
+from ..lambdas.match import Request, place
+from ..lambdas.resolve import lookup_order, resolve, store_source
+from .identity import is_bare_checkpoint
+from .paths import lambda_dir, sidecar
+
+_stores = {}
+
+
+def store_for(folders=(), files=()):
+    """The process's one LambdaStore over ``folders`` and ``files`` (its index is cached)."""
+    key = (tuple(folders), tuple(files))
+    if key not in _stores:
+        _stores[key] = LambdaStore(folders, files)
+    return _stores[key]
+
+
+def entry_ref(store, path, entry):
+    """``<file name>#<index>`` of ``entry`` in ``path``."""
+    k = next((k for k, e in enumerate(store.entries(path)) if e is entry or e.same_target(entry)), "?")
+    return f"{os.path.basename(path)}#{k}"
+
+
+def sources(ident, info):
+    """models/D-ODE, the sidecar, and for a bare checkpoint the sidecar's bare-checkpoint fits of any model."""
+    order = [store_source(store_for([lambda_dir()]))]
+    side = sidecar(info)
+    if side and os.path.isfile(side):
+        order.append(store_source(store_for(files=[side])))
+        if "+nets-" not in ident:  # the sidecar's place names the checkpoint: another host's fit of it serves
+            order.append(store_source(store_for(files=[side]), any_model=True, accept=is_bare_checkpoint))
+    return order
+
+
+def search(request, ident, info):
+    """(entry, ``<file>#<index>``) from the core's one lookup order, or (None, reason)."""
+    found = resolve(request, lookup_order(stores=sources(ident, info)))
+    if found.entry is None:
+        return None, found.reason
+    return found.entry, f"{place(found.where)}#{found.index}" if found.where.endswith(".safetensors") else found.where
+
+
+def lookup(name, ident, info, sigmas, cfg):
+    """(λ tensor, infotext reference) for exactly this sampler, σ grid and CFG scale, or (None, reason)."""
+    entry, found = search(Request.grid(name, sigmas, ident, cfg), ident, info)
+    return (None, found) if entry is None else (entry.lambdas, found)
+
+
+def lookup_schedule(name, ident, info, steps, sigma_max, cfg):
+    """(fitted entry, infotext reference) for this sampler, steps, first σ (last σ 0) and CFG, or (None, reason)."""
+    return search(Request.fitted(name, steps, sigma_max, 0.0, ident, cfg), ident, info)
