@@ -9,7 +9,7 @@ import torch
 from comfy_host import fitted_entry, make_model
 
 
-def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch):
+def test_identity_is_stable_and_tracks_the_weights(clean):
     ident = clean.identity
     model = make_model(clean)
     a = ident.fingerprint(model)
@@ -18,6 +18,9 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
     assert a.key != ident.fingerprint(make_model(clean, seed=3)).key
     assert a.key != ident.fingerprint(make_model(clean, flow=True)).key
 
+
+def test_identity_tracks_a_model_sampling_patch_that_changes_the_values(clean):
+    ident = clean.identity
     shifted = make_model(clean, flow=True)
     base_flow = ident.fingerprint(shifted).key
     patched = shifted.clone()
@@ -27,38 +30,59 @@ def test_identity_is_stable_and_tracks_what_matters(clean, tmp_path, monkeypatch
     same.add_object_patch("model_sampling", type(shifted.model.model_sampling)(shift=3.0))
     assert ident.fingerprint(same).key == base_flow
 
-    # a LoRA merged into the weights in place (ComfyUI keeps the original in ModelPatcher.backup) keeps the base
-    merged = make_model(clean)
+
+def test_a_lora_merged_in_place_keeps_the_base_weights_digest(clean):
+    ident = clean.identity
+    model = make_model(clean)
+    merged = make_model(clean)  # ComfyUI keeps the original in ModelPatcher.backup
     weight = merged.model.diffusion_model.proj.weight
     merged.backup["diffusion_model.proj.weight"] = type("Backup", (), {"weight": weight.detach().clone()})()
     with torch.no_grad():
         weight.add_(0.5)
     assert ident.weights_digest(merged) == ident.weights_digest(model)
 
-    # memoised: the second call does not read the weights again
-    monkeypatch.setattr(model.model, "state_dict", lambda *a, **k: pytest.fail("weights read twice"))
-    assert ident.fingerprint(model) == a
 
-    # newer ComfyUI: the checkpoint file, hashed by content (a renamed copy is the same model)
-    ckpt = tmp_path / "my_model.safetensors"
+def test_identity_is_memoised(clean, monkeypatch):
+    model = make_model(clean)
+    a = clean.identity.fingerprint(model)
+    monkeypatch.setattr(model.model, "state_dict", lambda *a, **k: pytest.fail("weights read twice"))
+    assert clean.identity.fingerprint(model) == a
+
+
+def on_checkpoint(clean, path):
+    """A MODEL loaded from the checkpoint file ``path`` (written here; newer ComfyUI records the file)."""
     from safetensors.torch import save_file
-    save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(ckpt))
-    on_file = make_model(clean)
-    on_file.cached_patcher_init = (object, (str(ckpt), {}))
+    save_file({"w": torch.arange(1000, dtype=torch.float32)}, str(path))
+    model = make_model(clean)
+    model.cached_patcher_init = (object, (str(path), {}))
+    return model
+
+
+def test_a_checkpoint_file_is_hashed_by_content_with_its_autov2_alias(clean, tmp_path, monkeypatch):
+    import hashlib
+    ident = clean.identity
+    a = ident.fingerprint(make_model(clean))
+    ckpt = tmp_path / "my_model.safetensors"
+    on_file = on_checkpoint(clean, ckpt)
     f = ident.fingerprint(on_file)
     assert f.base.startswith("file:") and f.name == "my_model"
     # the bare checkpoint also carries its AutoV2 (the WebUI's identity), hashed once per file version
-    import hashlib
     assert a.aliases == () and f.aliases == (hashlib.sha256(ckpt.read_bytes()).hexdigest()[:10],)
     assert f.ids == (f.key, *f.aliases)
     monkeypatch.setattr(sys.modules["dode.lambdas.identity"], "hashlib", None)
     assert ident.fingerprint(on_file) == f
-    monkeypatch.undo()
+
+
+def test_a_renamed_copy_is_the_same_model_until_it_is_rewritten(clean, tmp_path):
+    ident = clean.identity
+    ckpt = tmp_path / "my_model.safetensors"
+    f = ident.fingerprint(on_checkpoint(clean, ckpt))
     copy = tmp_path / "renamed.safetensors"
     shutil.copy(ckpt, copy)
     on_copy = make_model(clean)
     on_copy.cached_patcher_init = (object, (str(copy), {}))
     assert ident.fingerprint(on_copy).key == f.key
+    from safetensors.torch import save_file
     save_file({"w": torch.arange(1000, dtype=torch.float32) + 1}, str(copy))
     stat = os.stat(copy)  # a real rewrite lands on a later mtime tick; a coarse clock may not show it here
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

@@ -38,28 +38,41 @@ def test_dode_scheduler_without_a_fit_is_simple_bit_for_bit_and_says_so_once(cle
     assert len(misses) == 1 and "using the stock 'simple' scheduler" in misses[0]
 
 
-def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
+def fitted_in_store(clean):
+    """A model, its fitted-schedule entry saved in fits.safetensors, and the fitted grid."""
     model = make_model(clean)
     entry = fitted_entry(clean, model)
     clean.store.store().add(clean.lambda_dir / "fits.safetensors", entry)
-    grid = entry.sigmas.float()
+    return model, entry, entry.sigmas.float()
+
+
+def test_dode_scheduler_serves_the_fitted_grid_and_its_lambda(clean):
+    model, entry, grid = fitted_in_store(clean)
     with_lambda = custom(clean, model, clean.v3.DODESampler.execute(
         "euler", "(λ store lookup)", True, lambdas=clean.options.LambdaSet((entry,))).args[0], grid)
-    # a *_dode sampler: the fitted grid and its λ
     assert torch.equal(ksample(clean, model, "euler_dode", scheduler="dode"), with_lambda)
     assert told(clean, "dode scheduler: fitted σ grid from fits.safetensors (euler, 6 steps, cfg 3)")
     assert told(clean, "euler_dode: λ from fits.safetensors (fitted schedule)")
-    # a plain sampler: the fitted grid alone
+
+
+def test_dode_scheduler_gives_a_plain_sampler_the_fitted_grid_alone(clean):
+    model, _, grid = fitted_in_store(clean)
     assert torch.equal(ksample(clean, model, "euler", scheduler="dode"),
                        custom(clean, model, clean.samplers.ksampler("euler"), grid))
     assert not torch.equal(ksample(clean, model, "euler", scheduler="dode"),
                            ksample(clean, model, "euler", scheduler="simple"))
-    # another cfg: the stock grid, and the nearest entry says what differs
+
+
+def test_dode_scheduler_on_another_cfg_is_stock_and_names_the_difference(clean):
+    model, _, _ = fitted_in_store(clean)
     assert torch.equal(ksample(clean, model, "euler", scheduler="dode", cfg=4.0),
                        ksample(clean, model, "euler", scheduler="simple", cfg=4.0))
     (miss,) = told(clean, "no fitted schedule for model, euler, 6 steps, cfg 4")
     assert "which differs in cfg 3, not 4" in miss
-    # BasicScheduler knows the model only: the fitted grid for it, whatever the sampler and cfg
+
+
+def test_basic_scheduler_gets_the_fitted_grid_of_its_model(clean):
+    model, _, grid = fitted_in_store(clean)  # BasicScheduler knows the model only: whatever the sampler and cfg
     assert torch.equal(basic_scheduler(model, 6), grid)
     assert torch.equal(basic_scheduler(model, 5), clean.samplers.calculate_sigmas(
         model.get_model_object("model_sampling"), "simple", 5))

@@ -8,32 +8,60 @@ import torch
 from webui_host import PKG, Gaussian, args, karras, make_p, run
 
 
-def test_auto_distill_on_first_use_then_reuse(webui):
+def first_use(webui):
+    """The first generation with auto-distill on (scale 4): (p, samples, model, x, σ grid, λ file)."""
     webui.shared.opts.dode_auto_distill = True
     webui.shared.opts.dode_scale = 4
     sigmas = karras(6)
-    p1 = make_p()
-    out1, model1, x = run(webui, "Euler (D-ODE)", p1, sigmas)
-    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+    p = make_p()
+    out, model, x = run(webui, "Euler (D-ODE)", p, sigmas)
+    return p, out, model, x, sigmas, webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+
+
+def test_auto_distill_on_first_use_writes_the_file_and_the_infotext(webui):
+    p1, *_, path = first_use(webui)
     assert path.is_file()
     assert p1.extra_generation_params["D-ODE λ"] == f"{path.name}#0"
     teacher_name = webui.lambdas.DEFAULT_TEACHER
     objective = sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
     assert p1.extra_generation_params["D-ODE fit"].startswith(f"{objective}, {teacher_name} x4, rmse")
     assert "D-ODE schedule" not in p1.extra_generation_params  # a Karras grid chosen by the user is kept
-    assert model1.calls > 2 * (len(sigmas) - 1) and model1.step == len(sigmas) - 1  # teacher calls don't count
+
+
+def test_auto_distill_records_the_settings_in_the_entry(webui):
+    *_, sigmas, path = first_use(webui)
+    teacher_name = webui.lambdas.DEFAULT_TEACHER
+    objective = sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
     (entry,) = webui.lambdas.load_lambdas(path)
     assert entry.model == webui.ident and entry.cfg == 7.0 and entry.teacher == teacher_name and entry.scale == 4
     assert entry.objective == objective and entry.schedule == "given" and torch.equal(entry.sigmas, sigmas.double())
+
+
+def test_teacher_calls_do_not_advance_the_webui_step(webui):
+    _, _, model1, _, sigmas, _ = first_use(webui)
+    assert model1.calls > 2 * (len(sigmas) - 1) and model1.step == len(sigmas) - 1  # teacher calls don't count
+
+
+def test_the_next_generation_reuses_the_fit(webui):
+    _, out1, _, _, sigmas, path = first_use(webui)
     p2 = make_p()
     out2, model2, _ = run(webui, "Euler (D-ODE)", p2, sigmas)
     assert model2.calls == len(sigmas) - 1 and "D-ODE fit" not in p2.extra_generation_params
     assert p2.extra_generation_params["D-ODE λ"] == f"{path.name}#0"
     torch.testing.assert_close(out2, out1, rtol=0, atol=1e-5)
+
+
+def test_the_fit_lands_closer_to_the_teacher_than_stock(webui):
+    _, out1, _, x, sigmas, _ = first_use(webui)
+    teacher_name = webui.lambdas.DEFAULT_TEACHER
     teacher = webui.core.sample(Gaussian(), x, webui.lambdas.teacher_grid(sigmas, sigmas[1:], 4), sampler=teacher_name,
                                 extra_args=args(), disable=True)
     stock = webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True)
     assert (out1 - teacher).norm() < (stock - teacher).norm()
+
+
+def test_another_cfg_scale_adds_a_second_entry_to_the_file(webui):
+    *_, sigmas, path = first_use(webui)
     p3 = make_p(cfg_scale=5.0)  # another CFG scale is another combination: a second entry in the same file
     run(webui, "Euler (D-ODE)", p3, sigmas)
     assert p3.extra_generation_params["D-ODE λ"] == f"{path.name}#1"

@@ -17,9 +17,18 @@ def test_registers_every_core_sampler(webui):
         assert data in sd.all_samplers and data in sd.samplers
         assert sd.samplers_map[label.lower()] == label and sd.samplers_map[f"dode_{name}"] == label
         assert label in sd.visible_sampler_names()
+
+
+def test_sampler_functions_take_no_parameter_the_webui_injects(webui):
+    sd = webui.sd_samplers
+    for label in webui.ext.names.labels():
         sampler = sd.create_sampler(label, None)
         params = inspect.signature(sampler.func).parameters
         assert "sigmas" in params and not {"eta", "n", "sigma_min", "sigma_max"} & set(params)
+
+
+def test_sampler_options_second_order_and_the_stock_twins_schedule(webui):
+    sd = webui.sd_samplers
     assert sd.all_samplers_map["Heun (D-ODE)"].options.get("second_order") is True
     assert not sd.all_samplers_map["Euler (D-ODE)"].options.get("second_order")
     assert sd.all_samplers_map["DPM++ 2M (D-ODE)"].options.get("scheduler") == "karras"
@@ -48,6 +57,10 @@ def test_fitted_schedule_type_is_registered(webui):
     scheduler = sd_schedulers.schedulers_map["D-ODE fitted"]
     assert sd_schedulers.schedulers_map["dode_fitted"] is scheduler and scheduler in sd_schedulers.schedulers
     assert scheduler.need_inner_model and scheduler.function is webui.ext.schedule.fitted_schedule
+
+
+def test_fitted_schedule_type_survives_the_sampler_and_schedule_split(webui):
+    from modules import sd_schedulers
     # the XYZ plot's "Schedule type" axis offers the labels of sd_schedulers.schedulers and sets p.scheduler, which
     # get_sampler_and_scheduler (run on every generation) keeps only if it knows the label
     assert "D-ODE fitted" in [s.label for s in sd_schedulers.schedulers]
@@ -55,6 +68,10 @@ def test_fitted_schedule_type_is_registered(webui):
         assert webui.sd_samplers.get_sampler_and_scheduler(sampler, "D-ODE fitted") == (sampler, "D-ODE fitted")
     assert not any(label.endswith(" D-ODE fitted") or label.endswith(" dode_fitted") for label in
                    webui.sd_samplers.all_samplers_map)
+
+
+def test_fitted_schedule_type_is_registered_once(webui):
+    from modules import sd_schedulers
     cached = webui.sd_samplers.get_sampler_and_scheduler("Euler", "Karras")
     assert webui.ext.registration.register_scheduler() is False  # Reload UI: nothing twice
     assert [s.label for s in sd_schedulers.schedulers].count("D-ODE fitted") == 1

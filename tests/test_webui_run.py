@@ -5,7 +5,7 @@ import torch
 from webui_host import Gaussian, args, karras, make_p, run, save_entry
 
 
-def test_tails_use_only_an_exact_tail_entry(webui):
+def test_a_full_schedule_entry_never_serves_a_tail(webui):
     webui.shared.opts.dode_auto_distill = True
     full = karras(10)
     tail = full[4:]  # img2img with denoise ~0.6: the last steps of the 10-step schedule
@@ -16,6 +16,14 @@ def test_tails_use_only_an_exact_tail_entry(webui):
     stock = webui.core.sample(Gaussian(), x, tail, sampler="euler", extra_args=args(), disable=True)
     assert torch.equal(out, stock) and p.extra_generation_params["D-ODE λ"] == "none"
     assert model.calls == len(tail) - 1 and not list(folder.glob("*.dode.safetensors"))  # no distill on a tail
+
+
+def test_an_exact_tail_entry_serves_the_tail(webui):
+    webui.shared.opts.dode_auto_distill = True
+    full = karras(10)
+    tail = full[4:]
+    folder = webui.tmp / "models" / "D-ODE"
+    save_entry(webui, folder / "full.safetensors", "euler", full, model=webui.ident)
     entry = save_entry(webui, folder / "tail.safetensors", "euler", tail, model=webui.ident, value=0.3)
     p = make_p(init_images=["image"])
     out, _, x = run(webui, "Euler (D-ODE)", p, tail)
@@ -38,23 +46,32 @@ def test_hires_pass_has_its_own_infotext_and_can_distill_tails_when_asked(webui)
     assert "Hires D-ODE fit" in p.extra_generation_params
 
 
-def test_error_policy_raises_for_full_schedules_only(webui):
+def test_error_policy_raises_for_full_schedules(webui):
     webui.shared.opts.dode_miss_policy = "error"
     with pytest.raises(RuntimeError, match=r"Euler \(D-ODE\) \(full schedule\): no λ for euler"):
         run(webui, "Euler (D-ODE)", make_p(), karras(6))
+
+
+def test_error_policy_runs_a_tail_stock(webui):
+    webui.shared.opts.dode_miss_policy = "error"
     p = make_p(init_images=["image"])
     run(webui, "Euler (D-ODE)", p, karras(10)[5:])
     assert p.extra_generation_params["D-ODE λ"] == "none"
 
 
-def test_refiner_runs_stock(webui):
+def test_a_switching_refiner_runs_stock(webui):
     sigmas = karras(6)
     save_entry(webui, webui.tmp / "models" / "D-ODE" / "x.safetensors", "euler", sigmas, model=webui.ident)
     p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=0.8)
     out, _, x = run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "none"
     assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True))
-    p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=1.0)  # a refiner that never switches: λ applies
+
+
+def test_a_refiner_that_never_switches_keeps_the_lambda(webui):
+    sigmas = karras(6)
+    save_entry(webui, webui.tmp / "models" / "D-ODE" / "x.safetensors", "euler", sigmas, model=webui.ident)
+    p = make_p(refiner_checkpoint_info=object(), refiner_switch_at=1.0)
     run(webui, "Euler (D-ODE)", p, sigmas)
     assert p.extra_generation_params["D-ODE λ"] == "x.safetensors#0"
 

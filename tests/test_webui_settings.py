@@ -25,13 +25,27 @@ def test_fit_settings_reach_the_fit(webui):
     webui.shared.opts.dode_objective = "greedy"
     p = make_p()
     run(webui, "Euler (D-ODE)", p, karras(5))
-    path = webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
-    (entry,) = webui.lambdas.load_lambdas(path)
+    (entry,) = webui.lambdas.load_lambdas(distill_path(webui))
     assert (entry.teacher, entry.scale, entry.objective, entry.schedule) == ("heun", 3, "greedy", "given")
     assert p.extra_generation_params["D-ODE fit"].startswith("greedy, heun x3, rmse ")
+
+
+def distill_path(webui):
+    return webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
+
+
+def test_the_objective_setting_applies_to_the_next_fit(webui):
+    webui.shared.opts.dode_auto_distill = True
+    webui.shared.opts.dode_objective = "greedy"
+    run(webui, "Euler (D-ODE)", make_p(), karras(5))
     webui.shared.opts.dode_objective = "final"
     run(webui, "Euler (D-ODE)", make_p(), karras(6))
-    assert [e.objective for e in webui.lambdas.load_lambdas(path)] == ["greedy", "final"]
+    assert [e.objective for e in webui.lambdas.load_lambdas(distill_path(webui))] == ["greedy", "final"]
+
+
+def test_an_unknown_objective_setting_gives_the_default(webui):
+    webui.shared.opts.dode_auto_distill = True
     webui.shared.opts.dode_objective = "no such objective"  # a hand-edited config: the default, said once
     run(webui, "Euler (D-ODE)", make_p(), karras(7))
-    assert webui.lambdas.load_lambdas(path)[-1].objective == sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
+    assert webui.lambdas.load_lambdas(distill_path(webui))[-1].objective == \
+        sys.modules[PKG + ".lambdas.fit"].DEFAULT_OBJECTIVE
