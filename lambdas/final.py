@@ -202,8 +202,9 @@ class FinalFit:
     def jacobian(self, state):
         """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of the state's
         trajectory. A column whose change stays under NOISE_MARGIN × the noise floor is retaken with a larger step
-        (kept for later Jacobians); one still under SIGNAL_MARGIN × the floor, or not finite, is 0: that direction
-        is not used. ``swamped`` says whether every column was."""
+        (kept for later Jacobians) and, with such a noise-set step, as a central difference (r(θ + h) − r(θ − h)) / 2h
+        (error O(h²) at the large step the noise needs); a column still under SIGNAL_MARGIN × the floor, or not
+        finite, is 0: that direction is not used. ``swamped`` says whether every column was."""
         self.rows = self.rows_for(self.jacobians)
         self.jacobians += 1
         base = self.residual(state.final if self.rows is None else state.final[self.rows], self.rows)
@@ -221,7 +222,9 @@ class FinalFit:
             if change is None or not torch.isfinite(change).all() or change.norm() <= SIGNAL_MARGIN * floor:
                 columns.append(torch.zeros_like(base))
                 continue
-            columns.append(change / step)
+            back = self.probed(state, self.rows, k, -step) if self.min_steps[k] > 0 else None
+            central = back is not None and bool(torch.isfinite(back).all())
+            columns.append((change + base - back) / (2 * step) if central else change / step)
             used += 1
         self.swamped = used == 0 and floor > 0
         return torch.stack(columns, 1)

@@ -387,3 +387,26 @@ def test_a_model_that_gives_nan_everywhere_gets_the_stock_sampler_and_says_so(gm
     fit = dode.distill(broken, noise(8, 6), sigmas, "euler", schedule=True, scale=4, disable=True)
     assert torch.equal(fit.sigmas, sigmas.double()) and fit.lambdas.tolist() == [0.0] * 4
     assert [w for w in fit.report.warnings if "NaN" in w and "stock sampler" in w]
+
+
+def test_a_step_the_noise_floor_set_takes_a_central_difference_and_the_others_a_forward_one(gmm):
+    """With a noise floor of 1e-4 the columns whose change a 1e-2 step cannot lift over it get a larger step and a
+    central difference; the rest keep the forward difference at FD_STEP (checked against the textbook formulas)."""
+    x, sigmas = noise(8, 3), karras_sigmas(4)
+    target = dode.sample(gmm, x, dode.lambdas.teacher_grid(sigmas, sigmas, 4).float(), "dpmpp_2m", disable=True)
+    fit = FinalFit(gmm, x, sigmas, "euler", target)
+    state = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64))
+    base = fit.residual(state.final)
+    fit.noise = 1e-4
+    jac = fit.jacobian(state)
+    raised = [k for k in range(fit.size) if fit.min_steps[k] > 0]
+    assert raised and len(raised) < fit.size
+    for k in range(fit.size):
+        h = float(fit.steps[k])
+        if k in raised:
+            assert h > FD_STEP
+            expected = (fit.probed(state, None, k, h) - fit.probed(state, None, k, -h)) / (2 * h)
+        else:
+            assert h == FD_STEP
+            expected = (fit.probed(state, None, k, h) - base) / h
+        assert torch.allclose(jac[:, k], expected, rtol=1e-9, atol=1e-12)
