@@ -3,9 +3,9 @@
     L(θ) = mean_b [ ‖x_N^b(θ) − x_teacher^b‖² + w (‖∇x_N^b‖ − ‖∇x_teacher^b‖)² ] / D,
 
 θ the λ of every corrected evaluation and, with a schedule, the interior σ's (lambdas/grids.py); minimised without
-autograd by Levenberg–Marquardt, δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r, with forward-difference Jacobians, from the best
+autograd by Levenberg–Marquardt, δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r, with finite-difference Jacobians, from the best
 of several screened starts. Each difference step is the smallest whose change clears the model's measured noise
-floor. Design and measurements: docs/architecture.md, docs/benchmarks.md.
+floor (central where the floor set it). Design and measurements: docs/architecture.md, docs/benchmarks.md.
 """
 import math
 from dataclasses import dataclass
