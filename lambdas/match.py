@@ -18,6 +18,7 @@ SCHEDULE_HINT = ("A fitted schedule is only valid for the exact model, sampler, 
 
 class LambdaNotFound(LookupError):
     """No λ entry matches the requested model, sampler, σ grid and CFG scale."""
+    __module__ = "dode"  # its public name (dode.LambdaNotFound): hosts print it without the pack's install path
 
 
 def as_models(model):

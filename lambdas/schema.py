@@ -23,6 +23,7 @@ MAX_FILE_BYTES = 16 << 20  # a λ entry takes well under 1 kB; a bigger file is 
 
 class LambdaFileError(ValueError):
     """A λ file that is not a valid dode λ file."""
+    __module__ = "dode"  # its public name (dode.LambdaFileError): hosts print it without the pack's install path
 
 
 @dataclass

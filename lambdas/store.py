@@ -1,6 +1,7 @@
 """A λ store: folders (and single files) of λ files, indexed once and re-read only when a file changes."""
 import logging
 import os
+from contextlib import suppress
 
 from filelock import FileLock, Timeout
 
@@ -11,6 +12,7 @@ from .resolve import resolve, store_source
 from .schema import LambdaFileError, as_entries
 
 SUFFIX = ".safetensors"
+LOCK_NAME = ".dode.lock"  # one lock file per λ folder (hidden; never listed as a λ file)
 LOCK_TIMEOUT = 60  # seconds; a merge holds the lock for milliseconds
 log = logging.getLogger("dode")
 
@@ -98,8 +100,8 @@ class LambdaStore:
 
     def add(self, path, fit_or_entry, **meta):
         """Merges entries into the λ file ``path`` (replacing any for the same target: sharing a model identity and
-        the sampler, cfg and σ grid or fitted range), atomically, holding the lock ``<path>.lock`` from read to
-        write so that concurrent adds (other threads, processes, hosts on the same folder) lose nothing."""
+        the sampler, cfg and σ grid or fitted range), atomically, holding the folder's lock (``LOCK_NAME``) from
+        read to write so that concurrent adds (other threads, processes, hosts on the same folder) lose nothing."""
         new = as_entries(fit_or_entry, **meta)
         path = os.fspath(path)
         with file_lock(path):
@@ -113,23 +115,62 @@ class LambdaStore:
         self.cache.pop(path, None)
         return path
 
+    def remove(self, path, drop):
+        """Removes the entries of the λ file ``path`` for which ``drop(entry)`` is true, under the folder's lock: the
+        rest are written back atomically (readers see the old file or the new one), and a file left with no entry
+        is deleted. A file that does not load is left as it is (LambdaFileError). Returns the removed entries."""
+        path = os.fspath(path)
+        with file_lock(path):
+            entries = load_lambdas(path)
+            gone = [e for e in entries if drop(e)]
+            if gone:
+                kept = [e for e in entries if not any(e is g for g in gone)]
+                if kept:
+                    save_lambdas(path, kept)
+                else:
+                    os.remove(path)
+        self.cache.pop(path, None)
+        return gone
+
+
+def lock_path(path):
+    """The lock file that guards the λ file ``path``: one per folder, ``<folder>/.dode.lock``."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), LOCK_NAME)
+
 
 def file_lock(path):
-    """The cross-process lock ``<path>.lock`` (filelock: flock on posix, msvcrt on Windows; released if its holder
-    dies), after ``path``'s folder exists."""
+    """The cross-process lock of ``path``'s folder (filelock: flock on posix, msvcrt on Windows; released if its
+    holder dies), after that folder exists. One lock file per folder, so none is left beside each λ file; writes to
+    different files of one folder take turns (each holds it for milliseconds)."""
     prepare_folder(path)
-    return ExplainedLock(path + ".lock", timeout=LOCK_TIMEOUT)
+    lock = ExplainedLock(lock_path(path), timeout=LOCK_TIMEOUT)
+    lock.legacy = os.fspath(path) + ".lock"
+    return lock
 
 
 class ExplainedLock(FileLock):
-    """A FileLock whose failures say what to do."""
+    """A FileLock whose failures say what to do. Once held, it deletes ``legacy`` (the empty ``<file>.lock`` that
+    dode versions before the folder lock left beside each λ file) if no one holds that."""
+
+    legacy = None
 
     def acquire(self, *args, **kwargs):
         try:
-            return super().acquire(*args, **kwargs)
+            held = super().acquire(*args, **kwargs)
         except Timeout as e:
             raise TimeoutError(f"{self.lock_file}: another process held this lock for {self.timeout:g} s; if no "
                                "dode is saving λ right now, delete the lock file") from e
         except PermissionError as e:
             raise PermissionError(f"cannot lock {self.lock_file}: its folder is read-only; choose a writable "
                                   "folder or fix its permissions") from e
+        if self.legacy and os.path.lexists(self.legacy):
+            remove_legacy_lock(self.legacy)
+        return held
+
+
+def remove_legacy_lock(path):
+    """Deletes an older dode's ``<file>.lock`` unless another process holds it (then it stays: harmless)."""
+    legacy = FileLock(path, timeout=0)
+    with suppress(Timeout, OSError):
+        with legacy:
+            os.remove(path)

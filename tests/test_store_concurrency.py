@@ -128,8 +128,8 @@ def test_a_lock_held_too_long_says_what_to_do(tmp_path, monkeypatch):
     from dode.lambdas import store as store_mod
     path = tmp_path / "held.safetensors"
     monkeypatch.setattr(store_mod, "LOCK_TIMEOUT", 0.2)
-    with FileLock(str(path) + ".lock"):
-        with pytest.raises(TimeoutError, match=r"held\.safetensors\.lock: another process held this lock for 0\.2 s"):
+    with FileLock(store_mod.lock_path(path)):  # one lock per folder
+        with pytest.raises(TimeoutError, match=r"\.dode\.lock: another process held this lock for 0\.2 s"):
             dode.LambdaStore().add(path, entry(0, 0))
     dode.LambdaStore().add(path, entry(0, 0))
     assert stored([path]) == [(0, 0)]
