@@ -4,7 +4,9 @@
 the best a short fit and the best of those the rest of the budget (lambdas/final.py ``fit_final``). This study fits
 each case with the screening cut down to the user's grid, to the user's and the equidistributed grid, and whole;
 the same latents and budget, judged on 2000 fresh latents: the fit's RMSE to the teacher on the fit batch, FD and
-RMSE to the converged ODE. A second table fits the exact GMM of the tests (64-d, 8 modes, 16 latents, 5 Karras
+RMSE to the converged ODE. A second table does the same on the lab's other learned models (RGB patches, their
+4-channel latents, class-conditional digits at cfg 6; 64 latents, fit seeds 10 and 11): RMSE to the teacher on the
+fit batch, the objective the screening ranks by. A third table fits the exact GMM of the tests (64-d, 8 modes, 16 latents, 5 Karras
 steps, teacher scale 4) the three ways, next to λ alone on the user's grid: RMSE to the teacher's final sample on the
 fit batch.
 
@@ -24,6 +26,7 @@ from ..lambdas.grids import start_grids
 from ..samplers import karras_sigmas, sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 from ..testbed.denoisers import make_gmm
+from ..testbed.lab_models import load_lab_model
 from .fit_batch import fit_batches
 
 CASES = (("euler", 5, 16), ("dpmpp_2m", 5, 16), ("euler", 5, 256), ("dpmpp_2m", 5, 256), ("dpmpp_2m", 4, 256),
@@ -31,6 +34,7 @@ CASES = (("euler", 5, 16), ("dpmpp_2m", 5, 16), ("euler", 5, 256), ("dpmpp_2m", 
 STARTS = {"user grid": ("user grid",), "two starts": ("user grid", "equidistributed"), "screened": None}
 GMM_SAMPLERS = ("euler", "dpmpp_2m", "dpmpp_3m", "heun", "ipndm", "deis")
 GMM_SEEDS = (2, 5)
+LAB = (("rgb", "latent", "digits_cfg"), (("euler", 5), ("dpmpp_2m", 5), ("euler", 4)), (10, 11), 64)
 
 
 def fit_from(start, model, x, sigmas, sampler, **options):
@@ -58,6 +62,25 @@ def gmm_rows(log):
                          **{f"rmse_{start.replace(' ', '_')}": fit.report.rmse_after for start, fit in fits.items()}})
             log(f"| {sampler} | {seed} | {alone.report.rmse_stock:.4f} | {alone.report.rmse_after:.4f} | "
                 + " | ".join(f"{fit.report.rmse_after:.4f}" for fit in fits.values()) + " |")
+    return rows
+
+
+def lab_rows(log):
+    """RMSE to the teacher on the fit batch for each set of STARTS, on the other lab models."""
+    names, cases, seeds, size = LAB
+    rows = []
+    log("| model | sampler | steps | seed | " + " | ".join(STARTS) + " |\n|---|---|---|---|" + "---|" * len(STARTS))
+    for name in names:
+        lab = load_lab_model(name, cfg=6.0)
+        for sampler, steps in cases:
+            sigmas = karras_sigmas(steps, lab.sigma_min, lab.sigma_max)
+            for seed in seeds:
+                fits = {start: fit_from(start, lab.denoiser, lab.noise(size, seed), sigmas, sampler,
+                                        extra_args=lab.extra_args(size, seed),
+                                        sigma_range=(lab.sigma_min, lab.sigma_max)).report.rmse_after
+                        for start in STARTS}
+                rows.append({"model": name, "sampler": sampler, "steps": steps, "seed": seed, "rmse_fit": fits})
+                log(f"| {name} | {sampler} | {steps} | {seed} | " + " | ".join(f"{v:.4f}" for v in fits.values()) + " |")
     return rows
 
 
@@ -90,6 +113,7 @@ def run(cases=CASES, eval_batch=2000, log=print):
 def main():
     torch.set_num_threads(1)
     result = run()
+    result["lab"] = lab_rows(print)
     result["gmm"] = gmm_rows(print)
     write_json(result, "schedule_start.json")
     print("wrote schedule_start.json")
