@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import dode
-from dode.bench import format_row, grid, run_bench, steps_for_nfe, write_json
+from dode.bench import autocast_model, format_row, grid, noise, run_bench, steps_for_nfe, write_json
 from dode.cli import build_parser, main
 from dode.demo import MODEL_ID, run_demo
+from dode.testbed import load_tiny_model
 
 
 def test_demo_fits_saves_and_beats_stock(tmp_path):
@@ -95,6 +96,30 @@ def test_bench_rows_and_json(tmp_path):
     write_json(result, tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["schedule"]["lambdas"] == \
         euler5["schedule"]["lambdas"]
+
+
+def test_bench_in_half_precision_on_more_fit_batches_with_one_fit():
+    """--dtype runs the network under CPU autocast against the float32 reference; --seeds refits the schedule on more
+    batches (the first is the bench's own fit); --fits leaves the others out, and the table shows them as "-"."""
+    result = run_bench(["euler"], [5], fit_batch=8, eval_batch=32, log=lambda *a: None, dtype="bfloat16", seeds=2,
+                       fits=("schedule",))
+    row = result["rows"][0]
+    assert result["dtype"] == "bfloat16" and result["fit_seeds"] == [0, 20] and "greedy" not in row
+    assert len(row["schedule_seeds"]) == 2 and row["schedule_seeds"][0]["fd"] == row["schedule"]["fd"]
+    assert row["schedule"]["noise_floor"] > 1e-4  # bfloat16 rounding, measured
+    line = format_row(row, result["fd_converged"])
+    worst = max(s["fd"] for s in row["schedule_seeds"]) / result["fd_converged"]
+    assert f"{worst:.2f}" in line and line.count(" - ") >= 4
+    with pytest.raises(ValueError, match="seeds must be 1 to 5"):
+        run_bench(["euler"], [5], seeds=6, log=lambda *a: None)
+
+
+def test_autocast_model_rounds_the_network_and_returns_float32():
+    tiny = load_tiny_model()
+    x, sigma = noise(4, 3), torch.full((4,), 2.0)
+    half = autocast_model(tiny, "bfloat16")(x, sigma)
+    assert half.dtype == torch.float32 and not torch.equal(half, tiny(x, sigma))
+    assert torch.allclose(half, tiny(x, sigma), atol=0.05) and autocast_model(tiny, "float32") is tiny
 
 
 def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
