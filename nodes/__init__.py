@@ -49,6 +49,15 @@ def setup():
         log.warning("[dode] the D-ODE nodes are unavailable (%s: %s); they need ComfyUI's V3 node API "
                     "(comfy_api.latest, ComfyUI ≥ 0.3.60). The *_dode samplers in the KSampler dropdown still work.",
                     type(e).__name__, e, exc_info=True)
+    try:
+        from . import routes
+        from .feedback import prompt_server
+        server = prompt_server()
+        if server is not None:
+            routes.register(server)
+    except Exception as e:
+        PROBLEMS.append(f"routes: {e}")
+        log.warning("[dode] the λ Files node cannot remove entries from the browser (%s: %s)", type(e).__name__, e)
     if REGISTERED_SAMPLERS or NODE_CLASS_MAPPINGS:
         log.info("[dode] D-ODE: samplers %s, %d nodes (sampling/dode), scheduler %s",
                  ", ".join(REGISTERED_SAMPLERS) or "none", len(NODE_CLASS_MAPPINGS),

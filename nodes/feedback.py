@@ -1,6 +1,7 @@
 """What the pack tells the user: one line in ComfyUI's log and the same line in the browser.
 
-The browser part is a websocket message ``dode.status`` (``{"text", "level", "node"}``) sent with ComfyUI's own
+The browser part is a websocket message ``dode.status`` (``{"text", "level", "node", "toast"}``: ``toast`` is the
+one short line the toast shows, ``text`` the whole log line) sent with ComfyUI's own
 ``PromptServer.instance.send_sync`` to the client that queued the prompt (to every client when the prompt came
 without a client id); the pack's frontend extension (``web/dode.js``) shows it as a toast. Without a server (the
 tests, a script) only the log line is written.
@@ -25,27 +26,38 @@ def prompt_server():
     return getattr(getattr(server, "PromptServer", None), "instance", None)
 
 
-def tell(text, level="info", node=None):
-    """Logs ``text`` (prefixed ``[dode]``) and sends it to the browser as a ``dode.status`` message."""
+def tell(text, level="info", node=None, toast=None):
+    """Logs ``text`` (prefixed ``[dode]``) and sends it to the browser as a ``dode.status`` message; the toast shows
+    ``toast`` (one short line, no internals) where given, else ``text``."""
     log.log(LEVELS[level], "[dode] %s", text)
     instance = prompt_server()
     if instance is None:
         return
     if node is None:
         node = getattr(instance, "last_node_id", None)
+    data = {"text": text, "level": level, "node": node, "toast": toast or text}
     try:
-        instance.send_sync(EVENT, {"text": text, "level": level, "node": node}, getattr(instance, "client_id", None))
+        instance.send_sync(EVENT, data, getattr(instance, "client_id", None))
     except Exception as e:  # the log line is written; a UI problem must never stop sampling
         log.debug("[dode] could not send a status message to the browser (%s: %s)", type(e).__name__, e)
 
 
-def tell_once(key, text, level="info", node=None):
+def tell_once(key, text, level="info", node=None, toast=None):
     """``tell`` the first time ``key`` is seen in this process; later calls only log at debug level."""
     with _lock:
         first = key not in _told
         _told.add(key)
     if first:
-        tell(text, level, node)
+        tell(text, level, node, toast)
     else:
         log.debug("[dode] %s", text)
     return first
+
+
+def entry_title(entry, scheduler=None):
+    """A λ entry as the user set it up: "euler, 4 steps (simple), cfg 2, fitted schedule" (no fingerprints)."""
+    scheduler = scheduler or entry.metrics.get("scheduler")
+    grid = f" ({scheduler})" if isinstance(scheduler, str) and scheduler else ""
+    cfg = "" if entry.cfg is None else f", cfg {entry.cfg:g}"
+    fitted = ", fitted schedule" if entry.schedule == "fitted" else ""
+    return f"{entry.sampler}, {entry.steps} steps{grid}{cfg}{fitted}"

@@ -76,8 +76,21 @@ def on_missing(name, model, x, sigmas, extra_args, callback, disable, run, reaso
         reason = f"{reason}; {blocker}"
     feedback.tell(f"{dode_name(name)}: stock {name} (λ = 0): {reason}. To use D-ODE, run "
                   "'Distill λ' (sampling/dode) once with the same model, sampler, scheduler, steps, denoise and cfg, "
-                  "or attach 'D-ODE Model Options' with on_missing=auto_distill.")
+                  "or attach 'D-ODE Model Options' with on_missing=auto_distill.", "warning",
+                  toast=miss_toast(name, sigmas, run))
     return stock_sample(name, model, x, sigmas, extra_args, callback, disable, run)
+
+
+def miss_toast(name, sigmas, run):
+    """The one short line a miss shows in the browser (the log line has the nearest entry and what differs)."""
+    if run.guider_problem:
+        why = "this guider has two CFG scales"
+    elif run.identity is None:
+        why = "the model could not be identified"
+    else:
+        cfg = "" if run.cfg is None else f", cfg {run.cfg:g}"
+        why = f"no λ for {run.identity.name}, {len(sigmas) - 1} steps{cfg}; run Distill λ with these settings"
+    return f"{dode_name(name)} ran as plain {name}: {why} (details in the log)."
 
 
 def register_samplers():

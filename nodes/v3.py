@@ -2,6 +2,7 @@
 import dataclasses
 import inspect
 import logging
+import math
 import os
 
 import torch
@@ -25,6 +26,9 @@ log = logging.getLogger("dode")
 CATEGORY = "sampling/dode"
 DodeLambdas = io.Custom("DODE_LAMBDAS")
 STORE_LOOKUP = "(λ store lookup)"
+NO_FILES = "no λ files yet — run Distill λ first"
+LATENT_TOOLTIP = ("A batch of latents; 16 or more give a fit that holds on other seeds (docs/benchmarks.md, \"How many "
+                  "latents a fit needs\").")
 
 
 def solver_input(id="sampler_name", default="euler", tooltip="The D-ODE sampler (solver)."):
@@ -33,6 +37,24 @@ def solver_input(id="sampler_name", default="euler", tooltip="The D-ODE sampler 
 
 def lambda_file_options():
     return [STORE_LOOKUP] + store.file_list()
+
+
+def load_file_options():
+    """Load λ's choices: the λ files, or one entry that says what to do when there are none (an empty combo shows
+    "undefined" in the frontend and sends no value)."""
+    return store.file_list() or [NO_FILES]
+
+
+def fit_schedulers():
+    """The schedulers Distill λ can fit: every stock one (the 'dode' scheduler serves fits, it is not one)."""
+    return [s for s in comfy.samplers.KSampler.SCHEDULERS if s != schedule.NAME]
+
+
+def require_choice(node, name, value, options):
+    """A ValueError naming the input unless ``value`` is one of ``options`` (checked before any work is done)."""
+    problem = check_choice(name, value, options)
+    if problem:
+        raise ValueError(f"{node}: {problem}")
 
 
 def load_set(name):
@@ -87,14 +109,17 @@ class DistillLambdas(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The prompt the fit samples with (λ does not depend on "
                                                            "it much; use a typical one)."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt, as in KSampler."),
-                io.Latent.Input("latent_image", tooltip="A batch of latents; 4+ generalises better than 1."),
+                io.Latent.Input("latent_image", tooltip=LATENT_TOOLTIP),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="The noise seed of the fit batch."),
+                             tooltip="The noise seed of the fit batch. It stays fixed (control after generate: "
+                                     "fixed), so queueing an unchanged graph again reuses the fit instead of "
+                                     "fitting again."),
                 io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="The CFG scale you will sample with (λ is only valid for it)."),
                 solver_input(tooltip="The D-ODE sampler to fit λ for (use '<name>_dode' in KSampler afterwards)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
-                               tooltip="The scheduler whose grid is fitted (or the start of a fitted schedule)."),
+                io.Combo.Input("scheduler", options=fit_schedulers(),
+                               tooltip="The scheduler whose grid is fitted (or the start of a fitted schedule). "
+                                       "Afterwards the 'dode' scheduler in KSampler serves a fitted schedule."),
                 io.Int.Input("steps", default=10, min=2, max=1000, tooltip="Sampling steps you will use."),
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
                                tooltip="As in KSampler: < 1 fits the tail of a longer grid (img2img)."),
@@ -115,10 +140,15 @@ class DistillLambdas(io.ComfyNode):
                                          "steps and cfg."),
             ],
             outputs=[
-                io.Sampler.Output(display_name="sampler"),
-                DodeLambdas.Output(display_name="lambdas"),
-                io.Latent.Output(display_name="teacher_latent"),
-                io.String.Output(display_name="report"),
+                io.Sampler.Output(display_name="sampler",
+                                  tooltip="A D-ODE sampler with this fit, for SamplerCustom / SamplerCustomAdvanced."),
+                DodeLambdas.Output(display_name="lambdas",
+                                   tooltip="The fitted λ set: for D-ODE Sampler, D-ODE Model Options or Save λ."),
+                io.Latent.Output(display_name="teacher_latent",
+                                 tooltip="The teacher's samples of the fit batch (the reference the fit matches)."),
+                io.String.Output(display_name="report",
+                                 tooltip="The fit's report (λ per evaluation, the σ grid, the distance to the "
+                                         "teacher); also shown on the node."),
                 io.Image.Output(display_name="lambda_plot",
                                 tooltip="λ per network evaluation (x: the σ the network runs at) and the RMSE to "
                                         "the teacher of the stock sampler and of D-ODE."),
@@ -128,36 +158,42 @@ class DistillLambdas(io.ComfyNode):
                                 tooltip="The input model with this fit attached: a KSampler fed by it uses the fit "
                                         "and re-runs whenever this node distills again."),
             ],
+            is_output_node=True,  # saving the fit is its job: a graph of Distill λ alone runs
         )
 
     @classmethod
-    def validate_inputs(cls, scheduler=None, sampler_name=None, teacher=None, objective=None, **kwargs):
-        problems = [p for p in (
-            check_choice("scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS),
-            check_choice("sampler_name", sampler_name, core.SAMPLER_NAMES),
-            check_choice("teacher", teacher, core.SAMPLER_NAMES),
-            check_choice("objective", objective, core_lambdas.OBJECTIVES)) if p]
+    def validate_inputs(cls, scheduler=None):
+        """Only ``scheduler``, the one choice whose list changes (so ComfyUI's own checks, min/max included, still
+        run for every other input, and one cause gives one error that names its input). The fixed choices are
+        checked first thing in execute."""
         if scheduler == schedule.NAME:
-            problems.append("scheduler: Distill λ fits a stock scheduler's grid; pick the one to start from (e.g. "
-                            f"'{schedule.FALLBACK}'). The 'dode' scheduler then serves the fitted grid")
-        return "; ".join(problems) or True
+            return (f"Distill λ fits a stock scheduler's grid; pick the one to start from (e.g. '{schedule.FALLBACK}')."
+                    " The 'dode' scheduler then serves the fitted grid in KSampler")
+        return check_choice("scheduler", scheduler, fit_schedulers()) or True
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, cfg, sampler_name, scheduler, steps, denoise,
                 teacher, scale, save, sigmas=None, objective=None, fit_schedule=False):
         objective = objective or core_lambdas.DEFAULT_OBJECTIVE
+        for name, value, options in (("sampler_name", sampler_name, core.SAMPLER_NAMES),
+                                     ("teacher", teacher, core.SAMPLER_NAMES),
+                                     ("objective", objective, core_lambdas.OBJECTIVES)):
+            require_choice("Distill λ", name, value, options)
         custom = sigmas is not None
         if not custom:
             problem = cls.validate_inputs(scheduler=scheduler)
             if problem is not True:
-                raise ValueError(f"Distill λ: {problem}")
+                raise ValueError(f"Distill λ: scheduler: {problem}")
             sigmas = compute_sigmas(model, sampler_name, scheduler, steps, denoise)
         elif len(sigmas) < 3:
             raise ValueError(f"Distill λ needs a σ grid of at least 2 steps, got {len(sigmas) - 1}")
         latent = fix_latent(model, latent_image)
         if latent.shape[0] == 1:
-            log.warning("[dode] Distill λ: the latent batch has 1 sample; λ fitted on one sample may not generalise "
-                        "to other seeds/prompts. A batch of 4 or more is better (batch_size on the empty latent).")
+            feedback.tell("Distill λ: the latent batch has 1 sample; λ fitted on one sample may not generalise to "
+                          "other seeds/prompts. A batch of 16 or more gives a fit that holds (batch_size on the empty "
+                          "latent).", "warning",
+                          toast="Distill λ: a batch of 1 latent fits one sample; set batch_size 16 or more on the "
+                                "empty latent for a fit that holds on other seeds.")
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         holder = {}
         fn = make_distill_function(sampler_name, teacher, scale, holder, objective=objective,
@@ -174,14 +210,18 @@ class DistillLambdas(io.ComfyNode):
             where, why = save_or_keep(entry, lambda e: store.add(identity, sampler_name, e))
             if why:  # the fit is paid for: returned, and kept for the *_dode samplers
                 where, save = why, False
-                feedback.tell(f"Distill λ: {why}", "warning")
+                feedback.tell(f"Distill λ: {why}", "warning",
+                              toast="Distill λ: the fit could not be saved; this run and this ComfyUI session use "
+                                    "it (the log says why).")
         summary = result.report.summary()
         report = (f"D-ODE {sampler_name}: {entry.describe()}\nλ: "
                   + ", ".join(f"{v:.4f}" for v in entry.lambdas.tolist())
                   + "\nσ: " + ", ".join(f"{v:.4g}" for v in entry.sigmas.tolist())
                   + f"\n{result.report.table()}\nsaved: {where}")
-        feedback.tell(f"Distill λ: {entry.describe()}; {summary}; "
-                      f"{'saved to ' + os.path.basename(where) if save else where}")
+        saved = 'saved to ' + os.path.basename(where) if save else where
+        feedback.tell(f"Distill λ: {entry.describe()}; {summary}; {saved}",
+                      toast=f"Distill λ: {feedback.entry_title(entry, 'custom σ' if custom else scheduler)}; {rmse_text(result.report)}; "
+                            f"{saved if save or not why_unsaved(where) else 'not saved (see the warning)'}")
         lambdas = LambdaSet((entry,), source=f"Distill λ ({sampler_name}, {entry.steps} steps)")
         sampler = comfy.samplers.KSAMPLER(sampling.make_sampler_function(sampler_name),
                                           extra_options={"dode_lambdas": lambdas, "dode_strict": True})
@@ -191,6 +231,17 @@ class DistillLambdas(io.ComfyNode):
         out["samples"] = samples
         return io.NodeOutput(sampler, lambdas, out, report, lambda_chart(result, entry), entry.sigmas.float(),
                              with_fit(model, lambdas), ui={"text": [report]})
+
+
+def rmse_text(report):
+    """The fit's gain in words: "distance to the teacher 0.0123 → 0.0045 (stock → D-ODE)"."""
+    if math.isnan(report.rmse_stock):
+        return f"distance to the teacher {report.rmse_after:.4g}"
+    return f"distance to the teacher {report.rmse_stock:.4g} → {report.rmse_after:.4g} (stock → D-ODE)"
+
+
+def why_unsaved(where):
+    return where.startswith("λ fitted but not saved")
 
 
 def with_fit(model, lambdas):
@@ -237,17 +288,18 @@ class DODESampler(io.ComfyNode):
                 DodeLambdas.Input("lambdas", optional=True,
                                   tooltip="A λ set (Distill λ, Load λ); it wins over the file and the store."),
             ],
-            outputs=[io.Sampler.Output(display_name="sampler")],
+            outputs=[io.Sampler.Output(display_name="sampler",
+                                       tooltip="A SAMPLER for SamplerCustom / SamplerCustomAdvanced.")],
         )
 
     @classmethod
-    def validate_inputs(cls, sampler_name=None, lambda_file=None, **kwargs):
-        problems = [p for p in (check_choice("sampler_name", sampler_name, core.SAMPLER_NAMES),
-                                check_choice("lambda_file", lambda_file, lambda_file_options())) if p]
-        return "; ".join(problems) or True
+    def validate_inputs(cls, lambda_file=None):
+        """Only the λ file, whose list changes (ComfyUI checks the rest itself; sampler_name in execute)."""
+        return check_choice("lambda_file", lambda_file, lambda_file_options()) or True
 
     @classmethod
     def execute(cls, sampler_name, lambda_file, strict, lambdas=None):
+        require_choice("D-ODE Sampler", "sampler_name", sampler_name, core.SAMPLER_NAMES)
         if lambdas is None and lambda_file != STORE_LOOKUP:
             lambdas = load_set(lambda_file)
         options = {"dode_strict": bool(strict)}
@@ -269,26 +321,32 @@ class LoadLambdas(io.ComfyNode):
             display_name="Load λ (D-ODE)",
             category=CATEGORY,
             description="Loads a λ file from models/dode_lambdas (re-read when the file changes).",
-            inputs=[io.Combo.Input("lambda_file", options=store.file_list(),
-                                   tooltip="A λ file in models/dode_lambdas (or a folder from extra_model_paths).")],
-            outputs=[DodeLambdas.Output(display_name="lambdas"), io.String.Output(display_name="info")],
+            inputs=[io.Combo.Input("lambda_file", options=load_file_options(),
+                                   tooltip="A λ file in models/dode_lambdas (or a folder from extra_model_paths). "
+                                           "Distill λ writes one; λ Files (D-ODE) lists their entries.")],
+            outputs=[DodeLambdas.Output(display_name="lambdas", tooltip="The file's λ entries."),
+                     io.String.Output(display_name="info", tooltip="What the file holds, one entry after another.")],
         )
 
     @classmethod
     def execute(cls, lambda_file):
+        if lambda_file in (None, NO_FILES):
+            raise ValueError(f"Load λ: {NO_FILES}")
         lambdas = load_set(lambda_file)
         return io.NodeOutput(lambdas, lambdas.describe())
 
     @classmethod
-    def fingerprint_inputs(cls, lambda_file, **kwargs):
+    def fingerprint_inputs(cls, lambda_file=None, **kwargs):
         return store.file_stamp(lambda_file)
 
     @classmethod
-    def validate_inputs(cls, lambda_file, **kwargs):
+    def validate_inputs(cls, lambda_file=None):
+        if lambda_file in (None, NO_FILES) or not store.file_list():
+            return f"{NO_FILES} (it saves them to models/dode_lambdas)"
         try:
             store.full_path(lambda_file)
-        except FileNotFoundError as e:
-            return str(e)
+        except FileNotFoundError:
+            return f"λ file {lambda_file!r} is not in the λ folders (moved or deleted?); pick another"
         return True
 
 
@@ -312,8 +370,8 @@ class SaveLambdas(io.ComfyNode):
     def execute(cls, lambdas, filename):
         name = store.safe_stem(filename, fallback="dode_lambdas")
         path = store.store().add(os.path.join(store.save_folder(), name + ".safetensors"), list(lambdas.entries))
-        log.info("[dode] saved %d λ entr%s to %s", len(lambdas.entries), "y" if len(lambdas.entries) == 1 else "ies",
-                 path)
+        count = f"{len(lambdas.entries)} λ entr{'y' if len(lambdas.entries) == 1 else 'ies'}"
+        feedback.tell(f"Save λ: saved {count} to {path}", toast=f"Save λ: saved {count} to {os.path.basename(path)}")
         return io.NodeOutput()
 
 
@@ -342,22 +400,57 @@ class ModelOptions(io.ComfyNode):
                 DodeLambdas.Input("lambdas", optional=True,
                                   tooltip="A λ set to try before the λ store (a warning if it does not fit)."),
             ],
-            outputs=[io.Model.Output(display_name="model")],
+            outputs=[io.Model.Output(display_name="model",
+                                     tooltip="The model with these options, for the stock KSampler's '<sampler>_dode'.")],
         )
 
     @classmethod
-    def validate_inputs(cls, on_missing=None, identity=None, teacher=None, **kwargs):
-        problems = [p for p in (check_choice("on_missing", on_missing, POLICIES),
-                                check_choice("identity", identity, IDENTITY_MODES),
-                                check_choice("teacher", teacher, core.SAMPLER_NAMES)) if p]
-        return "; ".join(problems) or True
-
-    @classmethod
     def execute(cls, model, on_missing, identity, teacher, scale, lambdas=None):
+        for name, value, options in (("on_missing", on_missing, POLICIES), ("identity", identity, IDENTITY_MODES),
+                                     ("teacher", teacher, core.SAMPLER_NAMES)):
+            require_choice("D-ODE Model Options", name, value, options)
         patched = model.clone()
         patched.model_options[MODEL_OPTIONS_KEY] = DodeOptions(
             on_missing=on_missing, lambdas=lambdas, identity=identity, teacher=teacher, scale=int(scale))
         return io.NodeOutput(patched)
 
 
-NODES = [DistillLambdas, DODESampler, LoadLambdas, SaveLambdas, ModelOptions]
+class LambdaFiles(io.ComfyNode):
+    """Lists the entries of the λ files (those of the connected model marked); web/dode.js shows them on the node with
+    a button that removes one (POST /dode/lambdas/remove, nodes/routes.py)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DODELambdaFiles",
+            display_name="λ Files (D-ODE)",
+            category=CATEGORY,
+            description="Lists the entries the λ files in models/dode_lambdas hold (with a model connected: which "
+                        "serve it), on the node; each has a button that removes it from its file (atomic rewrite; "
+                        "the other entries stay).",
+            inputs=[io.Model.Input("model", optional=True,
+                                   tooltip="Mark the entries fitted for this model (LoRAs and ModelSampling* count).")],
+            outputs=[io.String.Output(display_name="listing", tooltip="The entries, one line each.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model=None):
+        from .context import model_identity
+        identity = None if model is None else model_identity(model)
+        rows = store.entry_rows(None if identity is None else identity.ids)
+        lines = [f"{r['file']}: {r['error']}" if "error" in r else
+                 f"{'* ' if r['this_model'] else ''}{r['file']}: {r['title']} — {r['model']}" for r in rows]
+        mine = sum(1 for r in rows if r.get("this_model"))
+        head = (f"{len(rows)} λ entr{'y' if len(rows) == 1 else 'ies'}" if rows else NO_FILES) + \
+            ("" if identity is None else f"; {mine} for {identity.name} (marked *)")
+        listing = "\n".join([head, *lines])
+        return io.NodeOutput(listing, ui={"text": [listing], "dode_entries": rows,
+                                          "dode_model": [None if identity is None else identity.name]})
+
+    @classmethod
+    def fingerprint_inputs(cls, model=None):
+        return store.folder_stamp()  # runs again whenever a λ file changes
+
+
+NODES = [DistillLambdas, DODESampler, LoadLambdas, SaveLambdas, ModelOptions, LambdaFiles]

@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "comfy_e2e"
 MODEL = "tiny_mmdit.safetensors"
 STEPS, CFG, SCHEDULER = 4, 2.0, "simple"
-DODE_NODES = ("DODEDistillLambdas", "DODESampler", "DODELoadLambdas", "DODESaveLambdas", "DODEModelOptions")
+DODE_NODES = ("DODEDistillLambdas", "DODESampler", "DODELoadLambdas", "DODESaveLambdas", "DODEModelOptions",
+              "DODELambdaFiles")
 
 
 def free_port():
@@ -201,7 +202,7 @@ def test_pack_loads_without_import_failure(server):
     failed = [line for line in log.splitlines() if "IMPORT FAILED" in line or "Cannot import" in line]
     assert not [line for line in failed if "custom_nodes/dode" in line or "dode_e2e_cond" in line], failed
     names = ", ".join(f"{n}_dode" for n in solver_names())
-    assert f"[dode] D-ODE: samplers {names}, 5 nodes (sampling/dode), scheduler dode" in log
+    assert f"[dode] D-ODE: samplers {names}, {len(DODE_NODES)} nodes (sampling/dode), scheduler dode" in log
 
 
 def test_object_info_lists_nodes_and_dropdown_names(server):
@@ -213,10 +214,11 @@ def test_object_info_lists_nodes_and_dropdown_names(server):
     for node in ("KSampler", "KSamplerAdvanced", "KSamplerSelect"):
         options = combo_options(info[node]["input"]["required"]["sampler_name"])
         assert all(n in options for n in names), (node, options[-8:])
-    for node, section in (("KSampler", "required"), ("KSamplerAdvanced", "required"), ("BasicScheduler", "required"),
-                          ("DODEDistillLambdas", "required")):
+    for node, section in (("KSampler", "required"), ("KSamplerAdvanced", "required"), ("BasicScheduler", "required")):
         options = combo_options(info[node]["input"][section]["scheduler"])
         assert options.count("dode") == 1, (node, options)
+    # Distill λ fits a stock scheduler's grid: its list is the stock schedulers, without 'dode'
+    assert "dode" not in combo_options(info["DODEDistillLambdas"]["input"]["required"]["scheduler"])
     distill_info = info["DODEDistillLambdas"]
     # new outputs last (links are by index): the λ chart, the grid to sample with, the model with the fit attached
     assert distill_info["output"] == ["SAMPLER", "DODE_LAMBDAS", "LATENT", "STRING", "IMAGE", "SIGMAS", "MODEL"]
@@ -568,6 +570,7 @@ def test_interrupted_distill_leaves_no_file(server):
 
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # nodes the frontend keeps out of the prompt
 MISSING = object()
 
 
@@ -576,6 +579,8 @@ def workflow_to_prompt(workflow, object_info):
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
         info = object_info[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
         inputs = {name: [str(link[1]), link[2]] for name, link in linked.items()}
