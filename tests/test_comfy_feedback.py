@@ -7,7 +7,7 @@ def test_runs_tell_the_browser_what_they_did(clean):
     clean.ui.client_id = "tab-1"
     ksample(clean, model, "euler_dode")
     ((event, data, sid),) = clean.ui.messages
-    assert (event, sid, data["level"]) == ("dode.status", "tab-1", "info")
+    assert (event, sid, data["level"]) == ("dode.status", "tab-1", "warning")  # a miss of *_dode is a warning
     assert data["text"].startswith("euler_dode: stock euler (λ = 0): no λ for euler, 6 steps, σ 14.61→0, cfg 3")
     out = clean.v3.DistillLambdas.execute(model, cond(0.5), cond(-0.5), latent(2), 1, 3.0, "euler", "karras", 6, 1.0,
                                           "heun", 3, True, objective="greedy")

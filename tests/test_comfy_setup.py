@@ -35,7 +35,7 @@ def dode_root():
 def test_root_package_registers_inside_comfyui(tmp_path):
     out = run_python(ROOT_BLOCK.format(stub=STUB, extra=""), tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "MAPPINGS ['DODEDistillLambdas', 'DODELoadLambdas', 'DODEModelOptions', 'DODESampler', " \
+    assert "MAPPINGS ['DODEDistillLambdas', 'DODELambdaFiles', 'DODELoadLambdas', 'DODEModelOptions', 'DODESampler', " \
            "'DODESaveLambdas']" in out.stdout
     assert "'euler_dode'" in out.stdout and "SCHEDULERS ['dode']" in out.stdout and "WEB ./web" in out.stdout
     assert (Path(dode_root()) / "web" / "dode.js").is_file()
