@@ -48,12 +48,12 @@ def kd():
 
 @pytest.fixture(scope="session")
 def gmm():
-    from dode.testbed.denoisers import make_gmm
+    from dode.lab.testbed.denoisers import make_gmm
     return make_gmm(dim=64, k=8, seed=0)
 
 
 @pytest.fixture(scope="session")
 def digits_model():
-    from dode.testbed.tiny_model import load_tiny_model
+    from dode.lab.testbed.tiny_model import load_tiny_model
     return load_tiny_model()
 

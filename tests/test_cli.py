@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import dode
-from dode.bench import autocast_model, format_row, grid, noise, run_bench, steps_for_nfe, write_json
-from dode.cli import build_parser, main
-from dode.demo import MODEL_ID, run_demo
-from dode.testbed import load_tiny_model
+from dode.lab.bench import format_row, run_bench
+from dode.lab.protocol import autocast_model, grid, noise, steps_for_nfe, write_json
+from dode.lab.cli import build_parser, main
+from dode.lab.demo import MODEL_ID, run_demo
+from dode.lab.testbed import load_tiny_model
 
 
 def test_demo_fits_saves_and_beats_stock(tmp_path):
@@ -126,10 +127,10 @@ def test_alignment_ablation_fits_against_the_teacher_state_at_its_index():
     """The official (index-matched) targets: an Euler teacher on Karras(scale × NFE) and target j at teacher index
     (j + 1)·scale, fitted greedily: λ_j = ⟨T_j − a_j, b_j⟩/⟨b_j, b_j⟩ with a_j the stock Euler step and
     b_j = (σ_j − σ_{j+1})/σ_j · (D_j − D_{j−1}); λ_0 = 0."""
-    from dode.benchmarks.alignment import index_matched_lambdas
-    from dode.bench import noise
+    from dode.lab.benchmarks.alignment import index_matched_lambdas
+    from dode.lab.protocol import noise
     from dode.samplers import karras_sigmas
-    from dode.testbed import SIGMA_MAX, SIGMA_MIN, load_tiny_model
+    from dode.lab.testbed import SIGMA_MAX, SIGMA_MIN, load_tiny_model
     model, x, sigmas, scale = load_tiny_model(torch.float64), noise(8, 0).double(), grid(3).double(), 2
     states = []
     teacher = karras_sigmas(scale * 3, SIGMA_MIN, SIGMA_MAX).double()

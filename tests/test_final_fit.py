@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dode
-from dode.bench import grid as digits_grid, noise as noise_digits
+from dode.lab.protocol import grid as digits_grid, noise as noise_digits
 from dode.lambdas.calls import CountedModel, ReplayModel, Trajectory
 from dode.lambdas.final import FD_STEP, NOISE_BATCH, FinalFit, detail_norms, quadratic_noise
 from dode.lambdas.grids import ScheduleMap, equidistributed_grid, start_grids
@@ -238,7 +238,7 @@ def test_progress_reports_the_fit_phase_within_its_budget(gmm):
 def test_a_sensitive_sampler_gets_a_finer_jacobian_instead_of_no_fit():
     """DPM++ 2M under strong guidance (D = D_u + 3 (D_c − D_u) on an exact GMM): the coarsest forward difference gives
     no descent at all (the old fit returned the stock sampler); the finer one of FD_STEPS does."""
-    from dode.testbed.denoisers import GaussianMixtureDenoiser, make_gmm
+    from dode.lab.testbed.denoisers import GaussianMixtureDenoiser, make_gmm
     base = make_gmm(dim=256, k=16, seed=4)
     cond = GaussianMixtureDenoiser(base.means[:4], base.variances[:4].sqrt(), torch.ones(4))
 

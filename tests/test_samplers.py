@@ -14,7 +14,7 @@ import dode.samplers as samplers
 from dode.lambdas.fit import teacher_grid
 from dode.samplers import get_solver, karras_sigmas as karras, landing_sigmas
 from dode.samplers.multistep import deis_coefficients
-from dode.testbed.denoisers import make_gmm
+from dode.lab.testbed.denoisers import make_gmm
 
 SAMPLERS = tuple(dode.SAMPLER_NAMES)
 MULTISTEP = ("dpmpp_2s", "dpmpp_3m", "ipndm", "deis")

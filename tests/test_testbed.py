@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from dode.testbed import (
+from dode.lab.testbed import (
     EmpiricalDenoiser, GaussianMixtureDenoiser, digits_empirical, fd_digits, fd_pixels, frechet_distance,
     load_classifier, load_digits_tensor, load_tiny_model, make_gmm, rmse, split_indices,
 )
-from dode.testbed.lab_models import LAB_MODELS, NULL_LABEL, load_lab_model, reference_data
-from dode.testbed.patches import VAL_COLUMNS, from_latent, latent_map, load_photos, patch_set, to_latent
+from dode.lab.testbed.lab_models import LAB_MODELS, NULL_LABEL, load_lab_model, reference_data
+from dode.lab.testbed.patches import VAL_COLUMNS, from_latent, latent_map, load_photos, patch_set, to_latent
 
 torch.set_num_threads(1)
 

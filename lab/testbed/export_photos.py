@@ -1,9 +1,9 @@
-"""One-off export of scikit-learn's two sample photos to ``testbed/data/photos.safetensors``.
+"""One-off export of scikit-learn's two sample photos to ``lab/testbed/data/photos.safetensors``.
 
 china.jpg and flower.jpg (427 × 640 RGB, shipped in the scikit-learn wheel) are 2 × 2 box-averaged to
 213 × 320 and stored as uint8 (2, 3, 213, 320); ``patches.py`` cuts the 16 × 16 patches from them.
 Needs scikit-learn (export time only; the testbed never imports it):
-    python testbed/export_photos.py
+    python lab/testbed/export_photos.py
 """
 import os
 

@@ -5,9 +5,9 @@ import sys
 
 import torch
 
-from .lambdas import (DEFAULT_FIRST_STEP, DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, OBJECTIVES,
+from ..lambdas import (DEFAULT_FIRST_STEP, DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, OBJECTIVES,
                       LambdaFileError, load_lambdas)
-from .samplers import SAMPLER_NAMES
+from ..samplers import SAMPLER_NAMES
 
 DESCRIPTION = "D-ODE samplers: distill λ on the embedded tiny digits model, benchmark them, inspect λ files."
 EPILOG = """examples:
@@ -105,7 +105,8 @@ def main(argv=None):
         run_demo(args.out, args.sampler, args.steps, args.teacher, args.scale, args.objective,
                  args.schedule == "fitted")
     else:
-        from .bench import run_bench, write_json
+        from .bench import run_bench
+        from .protocol import write_json
         result = run_bench(args.samplers, args.nfe, args.teacher, args.first_step, fit_batch=args.fit_batch,
                            eval_batch=args.eval_batch, dtype=args.dtype, seeds=args.seeds, fits=tuple(args.fits))
         write_json(result, args.json)

@@ -1,14 +1,14 @@
 """The README's schedule figure: fitted σ schedules next to the stock Karras grid, read from a bench JSON.
 
-    python -m dode.benchmarks.schedules docs/bench.json docs/schedules.png
+    python -m dode.lab.benchmarks.schedules docs/bench.json docs/schedules.png
 """
 import json
 import sys
 
 from PIL import Image
 
-from ..bench import grid
-from ..plot import BACKGROUND, schedule_chart
+from ..protocol import grid
+from ...plot import BACKGROUND, schedule_chart
 
 SHOWN = (("euler", 5), ("dpmpp_2m", 5), ("euler", 10))
 

@@ -1,6 +1,6 @@
 """A small MLP digits classifier whose 128-d penultimate layer is the feature space of ``fd_digits``.
 
-Train and ship: ``python -m dode.testbed.train_tiny --classifier`` (deterministic, a few seconds on 1 thread).
+Train and ship: ``python -m dode.lab.testbed.train_tiny --classifier`` (deterministic, a few seconds on 1 thread).
 Trained on 80% of the digits (``split_indices(1797, 0.2, seed=0)``); accuracy is on the other 20%.
 """
 import os

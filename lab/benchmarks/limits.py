@@ -6,7 +6,7 @@
    (three draws), with its measured noise floor and without, judged as in the bench (FD ÷ the float32 model's
    converged ODE, RMSE to it).
 
-    python -m dode.benchmarks.limits              # prints both tables, writes limits.json
+    python -m dode.lab.benchmarks.limits              # prints both tables, writes limits.json
 """
 
 import contextlib
@@ -15,9 +15,9 @@ from unittest import mock
 
 import torch
 
-from ..bench import autocast_model, converged, grid, noise, write_json
-from ..lambdas import distill, final
-from ..samplers import sample
+from ..protocol import autocast_model, converged, grid, noise, write_json
+from ...lambdas import distill, final
+from ...samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 from ..testbed.denoisers import make_gmm
 from .fit_batch import fit_batches

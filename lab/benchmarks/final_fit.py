@@ -3,16 +3,16 @@
 Each variant changes one default of ``dode.distill(..., schedule=True)`` and is fitted on the bench's 256 latents,
 then judged on 2000 held-out ones (FD, RMSE to the converged ODE); "cost" is its network rows over the greedy fit's.
 
-    python -m dode.benchmarks.final_fit           # prints the table, writes final_fit.json
+    python -m dode.lab.benchmarks.final_fit           # prints the table, writes final_fit.json
 """
 
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import grid, held_out_reference, noise, write_json
-from ..lambdas import distill
-from ..lambdas.fit import SCHEDULE_BUDGET
-from ..samplers import sample
+from ..protocol import grid, held_out_reference, noise, write_json
+from ...lambdas import distill
+from ...lambdas.fit import SCHEDULE_BUDGET
+from ...samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 
 CASES = (("euler", 5), ("dpmpp_2m", 5), ("euler", 10))

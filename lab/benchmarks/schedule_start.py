@@ -10,7 +10,7 @@ fit batch, the objective the screening ranks by. A third table fits the exact GM
 steps, teacher scale 4) the three ways, next to λ alone on the user's grid: RMSE to the teacher's final sample on the
 fit batch.
 
-    python -m dode.benchmarks.schedule_start      # prints the table, writes schedule_start.json
+    python -m dode.lab.benchmarks.schedule_start      # prints the table, writes schedule_start.json
 """
 import contextlib
 import statistics
@@ -19,11 +19,11 @@ from unittest import mock
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import grid, held_out_reference, write_json
-from ..lambdas import distill
-from ..lambdas import final
-from ..lambdas.grids import start_grids
-from ..samplers import karras_sigmas, sample
+from ..protocol import grid, held_out_reference, write_json
+from ...lambdas import distill
+from ...lambdas import final
+from ...lambdas.grids import start_grids
+from ...samplers import karras_sigmas, sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 from ..testbed.denoisers import make_gmm
 from ..testbed.lab_models import load_lab_model

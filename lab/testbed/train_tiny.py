@@ -1,4 +1,4 @@
-"""Train the shipped TinyEDM digits denoiser: ``python -m dode.testbed.train_tiny [--steps N]``
+"""Train the shipped TinyEDM digits denoiser: ``python -m dode.lab.testbed.train_tiny [--steps N]``
 (``--classifier``: train and ship the FD digits classifier instead).
 
 EDM loss E[λ(σ) ‖D(y + σ n, σ) − y‖²] / 64 with λ(σ) = (σ² + σd²) / (σ σd)², ln σ ~ N(−1.2, 1.2²);

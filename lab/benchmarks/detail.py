@@ -11,7 +11,7 @@ The weight is chosen on the tiny digits model; the same study at w = 0 and 1 on 
 digits (E[x0 | x] over the 1797 shipped digits: a model whose ODE ends on the data points, which no weight was chosen
 on) checks that the choice carries over.
 
-    python -m dode.benchmarks.detail              # prints the tables, writes detail.json
+    python -m dode.lab.benchmarks.detail              # prints the tables, writes detail.json
 """
 import math
 import statistics
@@ -19,10 +19,10 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import cases, grid, held_out_reference, noise, write_json
-from ..lambdas import distill
-from ..lambdas.final import detail_norms
-from ..samplers import SAMPLER_NAMES, sample
+from ..protocol import cases, grid, held_out_reference, noise, write_json
+from ...lambdas import distill
+from ...lambdas.final import detail_norms
+from ...samplers import SAMPLER_NAMES, sample
 from ..testbed import digits_empirical, fd_digits, load_tiny_model, rmse
 
 NFES = (4, 5, 10)

@@ -1,14 +1,14 @@
 """The schedule fit on every lab model, in float32 and half precision, fitted on 256, 16 and 4 latents.
 
-For each lab model (testbed/lab_models.py: the digits, class-conditional digits under CFG, RGB photo patches and
+For each lab model (lab/testbed/lab_models.py: the digits, class-conditional digits under CFG, RGB photo patches and
 their 4-channel latents), each precision (the network under CPU autocast, the sampler in float32) and each case, the
 schedule fit (``dode.distill(..., schedule=True)``) is made on independent fit batches — FIT_DRAWS per size — and
 judged on fresh noise: FD in the model's features over the converged float32 ODE's FD on the same noise. The
 class-conditional model's 4-latent batches are one class (a batch of one prompt); every other batch, and the
 fresh noise, draws its classes at random.
 
-    python -m dode.benchmarks.models                       # every model, float32 and bfloat16; writes models.json
-    python -m dode.benchmarks.models --models rgb --dtypes float32 float16
+    python -m dode.lab.benchmarks.models                       # every model, float32 and bfloat16; writes models.json
+    python -m dode.lab.benchmarks.models --models rgb --dtypes float32 float16
 """
 import argparse
 import statistics
@@ -16,9 +16,9 @@ import statistics
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import DTYPES, autocast_model, write_json
-from ..lambdas import distill
-from ..samplers import karras_sigmas, sample
+from ..protocol import DTYPES, autocast_model, write_json
+from ...lambdas import distill
+from ...samplers import karras_sigmas, sample
 from ..testbed.lab_models import LAB_MODELS, load_lab_model
 
 CASES = (("euler", 5), ("dpmpp_2m", 5), ("euler", 4))
@@ -75,7 +75,7 @@ def format_row(row):
 
 
 def main():
-    parser = argparse.ArgumentParser(prog="python -m dode.benchmarks.models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dode.lab.benchmarks.models", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(LAB_MODELS), choices=LAB_MODELS)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=list(DTYPES))
     parser.add_argument("--json", default="models.json")

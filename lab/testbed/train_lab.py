@@ -1,4 +1,4 @@
-"""Train a lab test model: ``python -m dode.testbed.train_lab NAME [--steps N] [--seed S] [--out PATH]``.
+"""Train a lab test model: ``python -m dode.lab.testbed.train_lab NAME [--steps N] [--seed S] [--out PATH]``.
 
 NAME is digits_cfg (the digits with class labels, each dropped to the null class with probability 0.1, for
 classifier-free guidance), rgb (3 × 16 × 16 photo patches) or latent (their 4 × 8 × 8 latents).

@@ -1,7 +1,7 @@
-"""One-off export of sklearn's ``load_digits`` to ``testbed/data/digits.safetensors``.
+"""One-off export of sklearn's ``load_digits`` to ``lab/testbed/data/digits.safetensors``.
 
 Needs scikit-learn (export time only; the testbed never imports it):
-    python testbed/export_digits.py
+    python lab/testbed/export_digits.py
 """
 import os
 

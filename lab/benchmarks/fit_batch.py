@@ -4,16 +4,16 @@ Small fit batches are drawn three times (five for 4 latents; independent noise) 
 once. Every row is judged against the converged ODE on the same held-out noise (FD in the digits classifier's
 features, RMSE).
 
-    python -m dode.benchmarks.fit_batch           # prints the table, writes fit_batch.json
+    python -m dode.lab.benchmarks.fit_batch           # prints the table, writes fit_batch.json
 """
 import statistics
 
 import torch
 from tqdm.auto import tqdm
 
-from ..bench import grid, held_out_reference, noise, write_json
-from ..lambdas import distill
-from ..samplers import sample
+from ..protocol import grid, held_out_reference, noise, write_json
+from ...lambdas import distill
+from ...samplers import sample
 from ..testbed import fd_digits, load_tiny_model, rmse
 
 CASES = (("euler", 5), ("dpmpp_2m", 5), ("euler", 10))

@@ -5,16 +5,16 @@ student evaluation j at teacher index (j + 1)·scale (Heun: predictor (2i + 1)·
 most targets sit at other noise levels than the states they are compared with. dode refines the student's grid
 instead, so every target sits at the σ the student lands on. Both use the same closed-form fit (dode's LambdaFit).
 
-    python -m dode.benchmarks.alignment          # prints the table, writes alignment.json
+    python -m dode.lab.benchmarks.alignment          # prints the table, writes alignment.json
 """
 import json
 
 import torch
 
-from ..bench import grid, noise, converged, steps_for_nfe
-from ..lambdas import distill
-from ..lambdas.fit import FitReport, LambdaFit
-from ..samplers import get_solver, karras_sigmas, nfe, sample
+from ..protocol import grid, noise, converged, steps_for_nfe
+from ...lambdas import distill
+from ...lambdas.fit import FitReport, LambdaFit
+from ...samplers import get_solver, karras_sigmas, nfe, sample
 from ..testbed import SIGMA_MAX, SIGMA_MIN, fd_digits, load_tiny_model, rmse
 
 

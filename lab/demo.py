@@ -3,13 +3,13 @@ stock vs D-ODE vs the teacher sampling from the same held-out noise (a table and
 import os
 import time
 
-from .bench import grid, noise, teacher_output
-from .lambdas import DEFAULT_OBJECTIVE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
-from .plot import compare_figure, digit_grid, labelled_rows, lambda_chart, schedule_chart
-from .samplers import get_solver, sample
+from .protocol import grid, noise, teacher_output
+from ..lambdas import DEFAULT_OBJECTIVE, DEFAULT_TEACHER, distill, find_lambdas, load_lambdas, save_lambdas
+from ..plot import compare_figure, digit_grid, labelled_rows, lambda_chart, schedule_chart
+from ..samplers import get_solver, sample
 from .testbed import fd_digits, load_tiny_model, rmse
 
-MODEL_ID = "dode-testbed/tiny_edm_digits"
+MODEL_ID = "dode-lab/testbed/tiny_edm_digits"
 COLUMNS = 14  # held-out latents shown (the first ones)
 
 
