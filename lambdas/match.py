@@ -6,14 +6,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .schema import same_sigma
+from .schema import same_sigma, shift_of
 
 ANY = "any"  # a request field the caller does not know (the ComfyUI scheduler: sampler, cfg)
-LAMBDA_HINT = ("λ is only valid for the exact model, sampler, σ grid and CFG scale it was fitted on; distill λ for "
-               "this setting (dode.distill or the Distill λ node)")
-SCHEDULE_HINT = ("A fitted schedule is only valid for the exact model, sampler, number of steps, σ range and CFG "
-                 "scale it was fitted for; distill one for this setting (dode.distill(..., schedule=True) or the "
-                 "Distill λ node)")
+LAMBDA_HINT = ("λ is only valid for the exact model, sampler, σ grid, model sampling (shift) and CFG scale it was "
+               "fitted on; distill λ for this setting (dode.distill or the Distill λ node)")
+SCHEDULE_HINT = ("A fitted schedule is only valid for the exact model, sampler, number of steps, σ range, model "
+                 "sampling (shift) and CFG scale it was fitted for; distill one for this setting "
+                 "(dode.distill(..., schedule=True) or the Distill λ node)")
 
 
 class LambdaNotFound(LookupError):
@@ -36,18 +36,19 @@ class Request:
     steps: int | None = None
     sigma_max: float | None = None
     sigma_last: float = 0.0
+    sampling: str | None = None  # the host's model-sampling key (ComfyUI: shift, multiplier, σ range); None: any
 
     @classmethod
-    def grid(cls, sampler, sigmas, model=None, cfg=None):
+    def grid(cls, sampler, sigmas, model=None, cfg=None, sampling=None):
         """λ for exactly the grid ``sigmas``."""
         sigmas = torch.as_tensor(sigmas).detach().double().cpu().flatten()
-        return cls(sampler, as_models(model), as_cfg(cfg), sigmas=sigmas)
+        return cls(sampler, as_models(model), as_cfg(cfg), sigmas=sigmas, sampling=known_sampling(sampling))
 
     @classmethod
-    def fitted(cls, sampler, steps, sigma_max, sigma_last=0.0, model=None, cfg=None):
+    def fitted(cls, sampler, steps, sigma_max, sigma_last=0.0, model=None, cfg=None, sampling=None):
         """A fitted schedule of ``steps`` steps from ``sigma_max`` to ``sigma_last``."""
         return cls(sampler, as_models(model), as_cfg(cfg), steps=int(steps), sigma_max=float(sigma_max),
-                   sigma_last=float(sigma_last))
+                   sigma_last=float(sigma_last), sampling=known_sampling(sampling))
 
     @property
     def schedule(self):
@@ -58,18 +59,32 @@ class Request:
         return SCHEDULE_HINT if self.schedule else LAMBDA_HINT
 
     def anyone(self):
-        """The same request from any model."""
-        return replace(self, models=None)
+        """The same request from any model (and any model sampling)."""
+        return replace(self, models=None, sampling=None)
 
     def describe(self):
         cfg = {ANY: "any cfg", None: "no cfg"}.get(self.cfg) or f"cfg {self.cfg:g}"
         models = "" if self.models is None else f", model {' or '.join(sorted(self.models))}"
+        shift = shift_of(self.sampling)
+        models = models if shift is None else f", shift {shift}{models}"
         sampler = "any sampler" if self.sampler == ANY else self.sampler
         if self.schedule:
             return (f"fitted {self.steps}-step {sampler} schedule, σ {self.sigma_max:.4g}→{self.sigma_last:.4g}, "
                     f"{cfg}{models}")
         s = self.sigmas
         return f"λ for {sampler}, {len(s) - 1} steps, σ {float(s[0]):.4g}→{float(s[-1]):.4g}, {cfg}{models}"
+
+
+def known_sampling(sampling):
+    return None if sampling in (None, "", "unknown") else str(sampling)
+
+
+def sampling_difference(entry, request):
+    """How two model-sampling keys differ: by their shifts where both have different ones, else in full."""
+    shifts = shift_of(entry), shift_of(request)
+    if None not in shifts and shifts[0] != shifts[1]:
+        return f"shift {shifts[0]}, not {shifts[1]}"
+    return f"model sampling {entry}, not {request}"
 
 
 def as_cfg(cfg):
@@ -89,6 +104,8 @@ def differences(entry, request):
         diffs.append(f"sampler {entry.sampler}, not {request.sampler}")
     if request.models is not None and not request.models & entry.ids:
         diffs.append(f"another model ({entry.metrics.get('model_name') or entry.model or 'unset'})")
+    if request.sampling is not None and entry.sampling is not None and entry.sampling != request.sampling:
+        diffs.append(sampling_difference(entry.sampling, request.sampling))
     diffs += range_differences(entry, request) if request.schedule else grid_differences(entry, request.sigmas)
     if request.cfg != ANY and entry.cfg != request.cfg:
         diffs.append(f"cfg {cfg_text(entry.cfg)}, not {cfg_text(request.cfg)}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -62,6 +63,13 @@ class LambdaEntry:
     def steps(self):
         return len(self.sigmas) - 1
 
+    @property
+    def sampling(self):
+        """The host's model-sampling key the entry was fitted under (ComfyUI's ModelSampling: shift, multiplier, σ
+        range), or None where the host recorded none."""
+        value = self.metrics.get("model_sampling")
+        return value if isinstance(value, str) and value not in ("", "unknown") else None
+
     def validate(self):
         """Raises ValueError naming the field unless every field has its schema type and sampler, σ and λ agree."""
         if not isinstance(self.sampler, str) or self.sampler not in SAMPLER_NAMES:
@@ -111,14 +119,22 @@ class LambdaEntry:
         cfg = "no cfg" if self.cfg is None else f"cfg {self.cfg:g}"
         aka = f" (alias {', '.join(self.aliases)})" if self.aliases else ""
         fitted = ", fitted schedule" if self.schedule == "fitted" else ""
-        return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}{fitted}, {cfg}, "
-                f"model {self.model or '(unset)'}{aka}")
+        shift = shift_of(self.sampling)
+        shift = "" if shift is None else f", shift {shift}"
+        return (f"{self.sampler}, {self.steps} steps, σ {self.sigmas[0]:.4g}→{self.sigmas[-1]:.4g}{fitted}, {cfg}"
+                f"{shift}, model {self.model or '(unset)'}{aka}")
 
     def meta(self):
         return {"sampler": self.sampler, "steps": self.steps, "model": self.model, "aliases": self.aliases,
                 "cfg": self.cfg, "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
                 "schedule": self.schedule, "objective": self.objective, "metrics": self.metrics,
                 "created": self.created, "dode_version": self.dode_version}
+
+
+def shift_of(sampling):
+    """The ``shift=…`` value in a model-sampling key as text, else None."""
+    found = re.search(r"\bshift=([^,)\s]+)", sampling or "")
+    return found.group(1) if found else None
 
 
 def as_vector(name, values):

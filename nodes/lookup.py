@@ -18,7 +18,9 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
     sigmas = sigmas.detach().cpu()
     if explicit is not None:
         return find_explicit(name, sigmas, run, explicit, strict)
-    request = Request.grid(name, sigmas, None if run.identity is None else run.identity.ids, run.cfg)
+    identity = run.identity
+    request = Request.grid(name, sigmas, None if identity is None else identity.ids, run.cfg,
+                           None if identity is None else identity.sampling)
     if run.guider_problem:
         return None, unserved(request, run.guider_problem)
     if run.identity is None:
@@ -40,7 +42,8 @@ def find_explicit(name, sigmas, run, explicit, strict):
         raise RuntimeError(f"D-ODE: cannot check that {explicit.source} belongs to this model: "
                            f"{run.identity_error}; turn 'strict' off to use it anyway")
     source = entry_source(explicit.source, explicit.entries)
-    request = Request.grid(name, sigmas, run.identity.ids if strict else None, run.cfg)
+    request = Request.grid(name, sigmas, run.identity.ids if strict else None, run.cfg,
+                           run.identity.sampling if strict else None)
     if not strict:
         found = resolve(request, [source])
         if found.entry is not None:
@@ -55,7 +58,7 @@ def find_fitted(patcher, sampler, cfg, steps, sigma_max, sigma_last):
     options = options if isinstance(options, DodeOptions) else DodeOptions()
     identity = model_identity(patcher, options.identity)
     request = Request.fitted(solver_of(sampler) or ANY, steps, sigma_max, sigma_last, identity.ids,
-                             ANY if cfg is None else cfg)
+                             ANY if cfg is None else cfg, identity.sampling)
     st = store.store()
     found = resolve(request, lookup_order(attached=attached_source(options), stores=[store_source(st)]))
     store.report_skipped(st)

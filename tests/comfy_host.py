@@ -121,6 +121,6 @@ def fitted_entry(cx, model, sampler="euler", steps=6, cfg=3.0, lam=0.3):
     stock = cx.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).double()
     grid = stock.clone()
     grid[1:-1] = stock[1:-1] * 0.8  # another interior: a grid no stock scheduler gives
-    key = cx.context.model_identity(model).key
-    return LambdaEntry(sampler=sampler, sigmas=grid, lambdas=[lam] * nfe(sampler, grid), model=key, cfg=cfg,
-                       schedule="fitted", objective="final")
+    identity = cx.context.model_identity(model)
+    return LambdaEntry(sampler=sampler, sigmas=grid, lambdas=[lam] * nfe(sampler, grid), model=identity.key,
+                       cfg=cfg, schedule="fitted", objective="final", metrics=identity.as_meta())

@@ -1,6 +1,8 @@
 """nodes/schedule.py: the ``dode`` scheduler: the fitted grid, else ``simple`` bit for bit."""
 import torch
 
+import dode
+
 from comfy_host import custom, distill, fitted_entry, ksample, make_model, told
 
 
@@ -69,6 +71,21 @@ def test_dode_scheduler_on_another_cfg_is_stock_and_names_the_difference(clean):
                        ksample(clean, model, "euler", scheduler="simple", cfg=4.0))
     (miss,) = told(clean, "no fitted schedule for model, euler, 6 steps, cfg 4")
     assert "which differs in cfg 3, not 4" in miss
+
+
+def test_dode_scheduler_under_another_shift_is_stock_and_names_the_shifts(clean):
+    model = make_model(clean, flow=True)  # shift 3
+    clean.store.store().add(clean.lambda_dir / "fits.safetensors", fitted_entry(clean, model))
+    (saved,) = dode.load_lambdas(clean.lambda_dir / "fits.safetensors")
+    assert "shift 3" in saved.describe() and "shift=3" in saved.metrics["model_sampling"]
+    shifted = model.clone()
+    shifted.add_object_patch("model_sampling", type(model.model.model_sampling)(shift=6.0))  # ModelSamplingSD3 6
+    assert torch.equal(ksample(clean, shifted, "euler_dode", scheduler="dode"),
+                       ksample(clean, shifted, "euler_dode", scheduler="simple"))
+    (miss,) = told(clean, "dode scheduler: no fitted schedule for model, euler_dode, 6 steps, cfg 3")
+    assert "shift 3, not 6" in miss and "using the stock 'simple' scheduler" in miss
+    assert not torch.equal(ksample(clean, model, "euler_dode", scheduler="dode"),
+                           ksample(clean, model, "euler_dode", scheduler="simple"))  # its own shift: the fit
 
 
 def test_basic_scheduler_gets_the_fitted_grid_of_its_model(clean):

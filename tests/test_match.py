@@ -1,4 +1,6 @@
 """Which entry serves a request (lambdas/match.py): strict lookup, fitted schedules, the nearest entry."""
+import re
+
 import pytest
 import torch
 
@@ -61,3 +63,22 @@ def test_a_final_zero_never_matches_a_final_positive_sigma():
     with pytest.raises(dode.LambdaNotFound, match="another σ grid"):
         dode.find_lambdas([zero], "euler", tiny.sigmas, cfg=7.0)
     assert not zero.same_grid(tiny.sigmas) and zero.same_grid(karras_sigmas(5).float())
+
+
+def test_a_fit_made_under_another_model_sampling_is_a_clear_miss():
+    flow = "ModelSamplingDiscreteFlow+CONST(shift={}, multiplier={}, σ 0.0029→1, type=FLOW)"
+    fit = fitted(sigma_max=1.0, metrics={"model_sampling": flow.format(3, 1000)})
+    assert "shift 3, model model-a" in fit.describe()
+    assert dode.find_schedule([fit], "euler", 5, 1.0, model="model-a", cfg=7.0) is fit  # no key asked: any
+    request = dict(sampler="euler", steps=5, sigma_max=1.0, model="model-a", cfg=7.0)
+    assert dode.lambdas.match.find([fit], dode.lambdas.match.Request.fitted(**request,
+                                                                            sampling=flow.format(3, 1000))) is fit
+    for sampling, message in ((flow.format(6, 1000), "which differs in shift 3, not 6"),
+                              (flow.format(3, 1), f"model sampling {flow.format(3, 1000)}, not {flow.format(3, 1)}")):
+        with pytest.raises(dode.LambdaNotFound, match=re.escape(message)):
+            dode.lambdas.match.find([fit], dode.lambdas.match.Request.fitted(**request, sampling=sampling))
+    grid = dode.lambdas.match.Request.grid("euler", fit.sigmas, "model-a", 7.0, flow.format(8, 1000))
+    with pytest.raises(dode.LambdaNotFound, match=r"cfg 7, shift 8, model model-a in the λ entries: .*differs in shift 3, not 8"):
+        dode.lambdas.match.find([fit], grid)
+    unrecorded = fitted(sigma_max=1.0)  # a WebUI entry: no model sampling recorded, the model identity decides
+    assert dode.lambdas.match.find([unrecorded], grid) is unrecorded
