@@ -15,8 +15,18 @@ def test_registers_every_core_sampler(webui):
     for label, name in labels.items():
         data = sd.all_samplers_map[label]
         assert data in sd.all_samplers and data in sd.samplers
-        assert sd.samplers_map[label.lower()] == label and sd.samplers_map[f"dode_{name}"] == label
+        assert sd.samplers_map[label.lower()] == label and f"dode_{name}" not in sd.samplers_map
         assert label in sd.visible_sampler_names()
+
+
+def test_every_name_a_sampler_lists_runs_that_sampler(webui):
+    """The API lists a sampler's name and aliases; the WebUI resolves only names (an alias ran DPM++ 2M)."""
+    sd = webui.sd_samplers
+    for label in webui.ext.names.labels():
+        data = sd.all_samplers_map[label]
+        for listed in (data.name, *data.aliases):
+            assert sd.get_sampler_and_scheduler(listed, "Automatic")[0] == label
+    assert sd.get_sampler_and_scheduler("dode_euler", "Automatic")[0] == "DPM++ 2M"  # what an alias would run
 
 
 def test_sampler_functions_take_no_parameter_the_webui_injects(webui):
@@ -106,7 +116,7 @@ def test_forge_add_sampler_is_used(webui, monkeypatch):
     assert webui.ext.registration.register() == calls == list(webui.ext.names.labels())
     assert webui.ext.registration.register() == []
     assert sd.get_sampler_and_scheduler("Euler (D-ODE)", "Automatic")[0] == "Euler (D-ODE)"  # the cache was cleared
-    assert sd.samplers_map["dode_heun"] == "Heun (D-ODE)"
+    assert sd.samplers_map["heun (d-ode)"] == "Heun (D-ODE)"
     sigmas = karras(5)
     out, _, x = run(webui, "Heun (D-ODE)", make_p(), sigmas)
     assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="heun", extra_args=args(), disable=True))

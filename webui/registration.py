@@ -60,7 +60,7 @@ def register():
         fn = sampler_function(name)
         data = sd_samplers_common.SamplerData(
             label, lambda model, fn=fn: sd_samplers_kdiffusion.KDiffusionSampler(fn, model),
-            [f"dode_{name}"], sampler_options(name, sd_samplers.all_samplers_map))
+            [], sampler_options(name, sd_samplers.all_samplers_map))  # no aliases: the API never resolves them
         if add_sampler is not None:
             add_sampler(data)
         else:

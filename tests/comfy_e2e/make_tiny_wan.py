@@ -1,0 +1,46 @@
+"""Builds a tiny random Wan 2.1-style text-to-video model with ComfyUI's own WanModel class (test-time only, no
+downloads).
+
+Run with ComfyUI's Python: ``python make_tiny_wan.py COMFYUI_DIR OUT.safetensors``. ComfyUI detects the result as
+Wan 2.1 t2v (``head.modulation`` present, no ``img_emb``; flow matching, shift 8): 2 blocks, hidden 128 (the detector
+sets heads = dim // 128, so 128 is the smallest width), 16 latent channels, patch (1, 2, 2). The detector does not
+read the text width, so it is WanModel's default, 4096: the conditioning must be (1, L, 4096). Wan zero-initialises
+its output layer; here every weight is random (and the head larger), so the output depends on the input.
+"""
+import sys
+
+import torch
+
+DIM, FFN, LAYERS, TEXT_DIM = 128, 256, 2, 4096
+
+
+def main(comfy_dir, out):
+    sys.path.insert(0, comfy_dir)
+    from comfy.cli_args import args
+    args.cpu = True  # before comfy.model_management is imported (CUDA-built torch without a GPU)
+    from comfy.ldm.wan.model import WanModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=DIM, ffn_dim=FFN, freq_dim=256,
+                     text_dim=TEXT_DIM, out_dim=16, num_heads=DIM // 128, num_layers=LAYERS, qk_norm=True,
+                     cross_attn_norm=True, eps=1e-6, operations=torch.nn)
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.endswith("bias"):
+            value = torch.zeros_like(value)
+        elif "norm" in name and value.ndim == 1:
+            value = torch.ones_like(value)
+        elif name == "head.head.weight":  # zero in Wan's own init: non-zero here, so the output depends on x
+            value = torch.randn_like(value) / DIM ** 0.5
+        elif name.endswith("modulation"):  # torch.empty in WanModel (Wan: randn / √dim)
+            value = torch.randn_like(value) / DIM ** 0.5
+        else:
+            value = torch.randn_like(value) * 0.02
+        state[name] = value.contiguous()
+    save_file(state, out)
+    print(f"wrote {out}: {len(state)} tensors, {sum(v.numel() for v in state.values())} parameters")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
