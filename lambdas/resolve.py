@@ -97,7 +97,10 @@ def resolve(request, sources):
             told.append(text)
         offered += [(e, w) for _, e, w in own]
     names = ", ".join(s.name for s in sources if s.name != UNSAVED_NAME) or "no λ source"
-    return Found(reason=miss_message(request, nearest(offered, request), names) + skipped_text(skipped), told=told)
+    near = nearest(offered, request)
+    reason = (f"no {request.describe()} in {names}: no readable λ entry" if near is None and skipped
+              else miss_message(request, near, names))
+    return Found(reason=reason + skipped_text(skipped), told=told)
 
 
 def unserved(request, problem):

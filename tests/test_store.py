@@ -27,6 +27,13 @@ def test_store_merges_replaces_and_survives_bad_files(tmp_path):
     assert found is None and "cfg 7, not 5" in reason
 
 
+def test_a_miss_with_only_unreadable_files_is_not_called_empty(tmp_path):
+    (tmp_path / "broken.safetensors").write_text("not a file")
+    found, reason = dode.LambdaStore([tmp_path]).lookup("model-a", "euler", karras_sigmas(5), cfg=7.0)
+    assert found is None and "it is empty" not in reason
+    assert ": no readable λ entry (skipped unreadable λ files: broken.safetensors (" in reason
+
+
 def test_store_rereads_a_changed_file(tmp_path):
     path = tmp_path / "x.safetensors"
     store = dode.LambdaStore(files=[path])

@@ -81,6 +81,9 @@ def test_a_fit_that_cannot_be_saved_still_serves_its_image(webui, caplog):
     assert torch.equal(out, fit.samples) and path.read_bytes() == b"damaged"
     assert p.extra_generation_params["D-ODE λ"] == "not saved" and "D-ODE fit" in p.extra_generation_params
     assert "λ fitted but not saved" in caplog.text and path.name in caplog.text
+    (told,) = [text for text in p.comments if "not saved" in text]
+    assert told.startswith("D-ODE: λ fitted but not saved (") and path.name in told
+    assert "until it restarts" in told and "--models-dir on a writable folder" in told
 
 
 def test_interrupted_distill_writes_nothing(webui):

@@ -255,6 +255,15 @@ def test_settings_are_registered(server):
 def test_sidecars_are_not_listed_as_checkpoints(server):
     names = [m["filename"] for m in request(server.base + "/sdapi/v1/sd-models")]
     assert any(n.endswith("e2e.ckpt") for n in names) and not any(n.endswith(".dode.safetensors") for n in names)
+    damaged = server.data / "models" / "Stable-diffusion" / "damaged.dode.safetensors"
+    damaged.write_bytes(b"garbage, not a safetensors file")
+    try:
+        request(server.base + "/sdapi/v1/refresh-checkpoints", {})
+        names = [m["filename"] for m in request(server.base + "/sdapi/v1/sd-models")]
+        assert any(n.endswith("e2e.ckpt") for n in names) and not any(n.endswith(".dode.safetensors") for n in names)
+        assert "damaged.dode.safetensors" not in server.log.read_text()  # the scan never opened it (no traceback)
+    finally:
+        damaged.unlink()
 
 
 def test_txt2img_auto_distills_then_reuses(server):

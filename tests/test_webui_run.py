@@ -16,6 +16,8 @@ def test_a_full_schedule_entry_never_serves_a_tail(webui):
     stock = webui.core.sample(Gaussian(), x, tail, sampler="euler", extra_args=args(), disable=True)
     assert torch.equal(out, stock) and p.extra_generation_params["D-ODE λ"] == "none"
     assert model.calls == len(tail) - 1 and not list(folder.glob("*.dode.safetensors"))  # no distill on a tail
+    (told,) = p.comments
+    assert told.endswith('turn on Settings → D-ODE → "Also auto-distill for img2img and Hires fix passes" to fit one.')
 
 
 def test_an_exact_tail_entry_serves_the_tail(webui):

@@ -96,6 +96,10 @@ def test_fitted_schedule_falls_back_to_karras(webui, caplog, label, kw, steps, m
         assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler=name, extra_args=args(p.cfg_scale),
                                                   disable=True))
     assert message is None or message in caplog.text
+    told = [text for text in p.comments if text.startswith("D-ODE fitted: ")]
+    assert told == [f"D-ODE fitted: this image used the stock Karras schedule: no fitted schedule for this "
+                    f"checkpoint, sampler, steps and CFG scale; turn on Settings → D-ODE → \"Auto-distill λ\" and "
+                    f"generate again to fit one."]
 
 
 def first_schedule_fit(webui):
@@ -107,8 +111,12 @@ def first_schedule_fit(webui):
     return p1, out1, grid1, x, webui.tmp / "models" / "D-ODE" / f"toy_{webui.ident}.dode.safetensors"
 
 
-def test_auto_distill_fits_the_schedule_on_d_ode_fitted(webui):
-    _, _, grid1, _, path = first_schedule_fit(webui)
+def test_auto_distill_fits_the_schedule_on_d_ode_fitted(webui, caplog):
+    with caplog.at_level(logging.WARNING, "dode.webui"):
+        p1, _, grid1, _, path = first_schedule_fit(webui)
+    assert "auto-distill fits one now, starting from Karras" in caplog.text
+    assert "using the stock Karras" not in caplog.text and not p1.comments  # the image got the fitted schedule
+    assert p1.extra_generation_params["D-ODE schedule"].startswith("fitted ")
     assert torch.equal(grid1, stub_karras(5))  # nothing fitted yet: the fit starts from the Karras grid
     (entry,) = webui.lambdas.load_lambdas(path)
     assert (entry.schedule, entry.objective, entry.sampler, entry.cfg) == ("fitted", "final", "euler", 7.0)

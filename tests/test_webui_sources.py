@@ -17,6 +17,16 @@ def test_miss_runs_the_stock_sampler_and_logs_once(webui, caplog):
         assert torch.equal(out, ref)
         assert p.extra_generation_params["D-ODE λ"] == "none"
         assert caplog.text.count(f"D-ODE: {label} (full schedule), using the stock sampler: no λ for {name}") == 1
+        assert list(p.comments) == [f"D-ODE: {label} ran as the stock sampler (λ = 0): no λ fitted for this "
+                                    "checkpoint, steps, schedule type and CFG scale; turn on Settings → D-ODE → "
+                                    "\"Auto-distill λ\" and generate again to fit one."]
+
+
+def test_a_silent_miss_says_nothing(webui):
+    webui.shared.opts.dode_miss_policy = "stock sampler, silent"
+    p = make_p()
+    run(webui, "Euler (D-ODE)", p, karras(8))
+    assert not p.comments
 
 
 def test_lambda_from_models_dir_is_used_with_infotext(webui):
@@ -68,6 +78,9 @@ def test_bad_lambda_file_does_not_break_sampling(webui, caplog):
     assert p.extra_generation_params["D-ODE λ"] == "none"
     assert torch.equal(out, webui.core.sample(Gaussian(), x, sigmas, sampler="euler", extra_args=args(), disable=True))
     assert "broken.safetensors" in caplog.text and "toy.dode.safetensors" in caplog.text  # each skipped file named
+    skipped = [text for text in p.comments if text.startswith("D-ODE: skipped the λ file ")]
+    assert len(skipped) == 2 and any("broken.safetensors: " in t for t in skipped)
+    assert any("toy.dode.safetensors: " in t for t in skipped)
 
 
 def test_sidecar_refuses_fits_made_with_patches_or_extra_networks(webui):

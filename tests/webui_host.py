@@ -82,8 +82,11 @@ def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0):
 
 
 def make_p(**kw):
-    return SimpleNamespace(**{"extra_generation_params": {}, "is_hr_pass": False, "cfg_scale": 7.0,
-                              "scheduler": "Automatic", **kw})
+    """A generation's settings; ``comment`` is the WebUI's (its comments show under the images)."""
+    p = SimpleNamespace(**{"extra_generation_params": {}, "is_hr_pass": False, "cfg_scale": 7.0,
+                           "scheduler": "Automatic", "comments": {}, **kw})
+    p.comment = lambda text: p.comments.__setitem__(text, 1)
+    return p
 
 
 def args(cfg=7.0):

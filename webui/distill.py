@@ -4,7 +4,7 @@ from ..lambdas.resolve import save_or_keep
 from ..samplers import nfe
 from .generation import model_sigma_range
 from .paths import distill_file, lambda_dir
-from .report import log
+from .report import log, tell_user
 from .settings import fit_settings
 from .sources import entry_ref, store_for
 
@@ -57,6 +57,8 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     saved, why = save_or_keep(entry, lambda e: store.add(path, e))
     if why:  # a read-only folder, a damaged file in the way: the fit is used and kept (resolve.save_or_keep)
         log.error("D-ODE: %s: %s (%s)", entry.describe(), why, fit.report.summary())
+        tell_user(getattr(model, "p", None), f"D-ODE: {why}. To keep fits after a restart, fix what is named here, "
+                  "or start the WebUI with --models-dir on a writable folder.")
         return fit.samples, "not saved", summary
     log.info("D-ODE: distilled for %s into %s: %s", entry.describe(), path, fit.report.summary())
     return fit.samples, entry_ref(store, path, entry), summary

@@ -23,3 +23,10 @@ def log_once(key, message, *args):
     if key not in _logged:
         _logged.add(key)
         log.warning(message, *args)
+
+
+def tell_user(p, text):
+    """Shows ``text`` under the generation's images (the WebUI's comments, beside the infotext)."""
+    comment = getattr(p, "comment", None)
+    if callable(comment):
+        comment(text)

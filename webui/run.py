@@ -9,9 +9,9 @@ from .distill import auto_distill
 from .generation import cfg_scale, is_flow, is_tail, on_fitted_schedule, refiner_active
 from .identity import identity
 from .names import INFOTEXT_FIT, INFOTEXT_KEY, INFOTEXT_SCHEDULE, label_for
-from .report import log_once, prefix, set_info
-from .settings import error_on_miss, miss_policy, opt
-from .sources import lookup
+from .report import log_once, prefix, set_info, tell_user
+from .settings import error_on_miss, how_to_fit, miss_policy, opt
+from .sources import lookup, skipped_files
 
 
 def blocker(p):
@@ -33,6 +33,8 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
     if problem is None:
         lambdas, why = lookup(name, ident, info, sigmas, cfg)
         ref = why if lambdas is not None else ref
+        for path, reason in skipped_files(info):
+            tell_user(p, f"D-ODE: skipped the λ file {path}: {reason}")
     else:
         why = unserved(Request.grid(name, sigmas, None, cfg), problem)
     if lambdas is None:
@@ -44,6 +46,7 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
                                                      flow, schedule)
             except ValueError as e:  # a σ grid the fit cannot use (e.g. repeated σ): the stock sampler
                 why = f"{why}; auto-distill failed: {e}"
+                problem = f"auto-distill failed: {e}"
                 action = miss_action("error" if error_on_miss(tail) else "stock")
             else:
                 set_info(p, pre + INFOTEXT_KEY, ref)
@@ -53,10 +56,13 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
                 return samples
         what = f"{label_for(name)} ({'tail' if tail else 'full'} schedule)"
         if action == "error":
-            raise RuntimeError(f"D-ODE: {what}: {why}")
+            raise RuntimeError(f"D-ODE: {what}: {why}; {how_to_fit(tail)}")
         if opt("dode_miss_policy") != "stock sampler, silent":
             log_once((name, tuple(round(float(s), 5) for s in sigmas), cfg, why),
                      "D-ODE: %s, using the stock sampler: %s", what, why)
+            tell_user(p, f"D-ODE: {label_for(name)} ran as the stock sampler (λ = 0): "
+                         f"{problem or 'no λ fitted for this checkpoint, steps, schedule type and CFG scale'}"
+                         f"{'' if problem else '; ' + how_to_fit(tail)}.")
     set_info(p, pre + INFOTEXT_KEY, ref)
     return sample(model, x, sigmas, sampler=name, lambdas=lambdas, extra_args=extra_args, callback=callback,
                   disable=disable, flow=flow)

@@ -4,8 +4,9 @@ import torch
 from .current_call import current_generation
 from .generation import cfg_scale, refiner_active
 from .identity import identity
-from .names import FALLBACK_SCHEDULER, INFOTEXT_SCHEDULE, core_sampler
-from .report import log_once, prefix, set_info
+from .names import FALLBACK_SCHEDULER, INFOTEXT_SCHEDULE, core_sampler, labels
+from .report import log_once, prefix, set_info, tell_user
+from .settings import how_to_fit, opt
 from .sources import lookup_schedule
 
 
@@ -23,6 +24,13 @@ def schedule_for(p, steps, sigma_max):
     return lookup_schedule(name, ident, info, steps, sigma_max, cfg_scale(p, None))
 
 
+def will_fit(p):
+    """True if this generation's D-ODE sampler auto-distills a schedule on a miss (full pass, settings on)."""
+    label = getattr(getattr(getattr(p, "sampler", None), "config", None), "name", None)
+    return (label in labels() and not getattr(p, "is_hr_pass", False) and bool(opt("dode_auto_distill"))
+            and bool(opt("dode_fit_schedule")))
+
+
 def fitted_schedule(n, sigma_min, sigma_max, inner_model=None, device="cpu", rho=7.0):
     """The σ grid fitted for ``n`` steps from ``sigma_max`` to 0, else the stock Karras grid (need_inner_model)."""
     from modules import sd_schedulers
@@ -35,8 +43,14 @@ def fitted_schedule(n, sigma_min, sigma_max, inner_model=None, device="cpu", rho
     key = prefix(p) + INFOTEXT_SCHEDULE
     if entry is None:
         set_info(p, key, f"{stock.label} (no fit)")
-        log_once(("schedule", n, round(float(sigma_max), 5), found), "D-ODE fitted: using the stock %s schedule: %s",
-                 stock.label, found)
+        if will_fit(p):
+            log_once(("schedule", n, round(float(sigma_max), 5), found), "D-ODE fitted: no fitted schedule yet (%s); "
+                     "auto-distill fits one now, starting from %s", found, stock.label)
+        else:
+            log_once(("schedule", n, round(float(sigma_max), 5), found), "D-ODE fitted: using the stock %s schedule: "
+                     "%s", stock.label, found)
+            tell_user(p, f"D-ODE fitted: this image used the stock {stock.label} schedule: no fitted schedule for this "
+                         f"checkpoint, sampler, steps and CFG scale; {how_to_fit(schedule=True)}.")
         return stock.function(n=n, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, device=device)
     set_info(p, key, f"fitted {found}")
     return entry.sigmas.to(device=device, dtype=torch.float32)

@@ -71,3 +71,14 @@ def miss_policy(tail):
     if opt("dode_auto_distill") and (not tail or opt("dode_distill_tails")):
         return "auto_distill"
     return "error" if error_on_miss(tail) else "stock"
+
+
+def how_to_fit(tail=False, schedule=False):
+    """What to turn on in Settings → D-ODE so that the next generation with these settings fits, in the UI's words."""
+    if not opt("dode_auto_distill"):
+        return 'turn on Settings → D-ODE → "Auto-distill λ" and generate again to fit one'
+    if tail and not opt("dode_distill_tails"):
+        return 'turn on Settings → D-ODE → "Also auto-distill for img2img and Hires fix passes" to fit one'
+    if schedule and not opt("dode_fit_schedule"):
+        return 'turn on Settings → D-ODE → "Auto-distill also fits the σ schedule" to fit one'
+    return "auto-distill fits one with a D-ODE sampler"

@@ -35,6 +35,13 @@ def sources(ident, info):
     return order
 
 
+def skipped_files(info):
+    """``[(file name, why), ...]`` of the unreadable λ files this generation's lookup skipped."""
+    side = sidecar(info)
+    stores = [store_for([lambda_dir()])] + ([store_for(files=[side])] if side and os.path.isfile(side) else [])
+    return [(os.path.basename(path), why) for store in stores for path, why in store.skipped]
+
+
 def search(request, ident, info):
     """(entry, ``<file>#<index>``) from the core's one lookup order, or (None, reason)."""
     found = resolve(request, lookup_order(stores=sources(ident, info)))

@@ -1,15 +1,21 @@
-"""Stub: the checkpoint list (title -> info) and aliases (id -> info), rebuilt by list_models() from models_files."""
+"""Stub: the checkpoint list (title -> info) and aliases (id -> info), rebuilt by list_models() from the folder scan
+(modelloader.load_models, as A1111's list_models does); ``opened`` records the files whose header it read."""
 from types import SimpleNamespace
+
+from . import modelloader
 
 checkpoints_list = {}
 checkpoint_aliases = {}
-models_files = []  # tests set the files the "folder scan" finds
+models_files = modelloader.found  # tests set the files the "folder scan" finds
+opened = []
 
 
 def list_models():
     checkpoints_list.clear()
     checkpoint_aliases.clear()
-    for filename in models_files:
+    for filename in modelloader.load_models(model_path="/m", ext_filter=[".ckpt", ".safetensors"],
+                                            ext_blacklist=[".vae.ckpt", ".vae.safetensors"]):
+        opened.append(filename)  # A1111 reads a .safetensors header here: a damaged one prints a traceback
         name = filename.rsplit("/", 1)[-1]
         info = SimpleNamespace(filename=filename, title=name, ids=[name, name.rsplit(".", 1)[0]])
         checkpoints_list[info.title] = info
