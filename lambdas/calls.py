@@ -43,6 +43,12 @@ class Trajectory:
         """The noise level of each call (its first row's σ)."""
         return [float(sigma.flatten()[0]) for _, sigma, _ in self.calls]
 
+    def slim(self):
+        """The same calls with only their σ: what a finished run's report needs, without its latents."""
+        slim = Trajectory()
+        slim.calls = [(None, sigma, None) for _, sigma, _ in self.calls]
+        return slim
+
 
 class SigmaLog:
     """``model`` that notes the noise level of each call (its first row's σ) in ``sigmas`` and keeps nothing else."""

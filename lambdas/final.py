@@ -45,6 +45,11 @@ class State(NamedTuple):
     trajectory: Any = None
     final: Any = None
 
+    def slim(self):
+        """θ, L, the final sample and the calls' σ: a state no fit goes on from (its residual and latents freed)."""
+        trajectory = None if self.trajectory is None else self.trajectory.slim()
+        return State(self.theta, self.loss, None, trajectory, self.final)
+
 
 @dataclass
 class FinalOptions:
@@ -73,7 +78,14 @@ def detail_norms(x):
         return None
     x = x.double()
     axes = reversed(range(max(2, x.ndim - 2), x.ndim))  # width first, as the studies ran it
-    return torch.cat([x.diff(dim=axis).flatten(1) for axis in axes], 1).norm(dim=1)
+    return sum(torch.linalg.vector_norm(x.diff(dim=axis).flatten(1), dim=1).square() for axis in axes).sqrt()
+
+
+def finite_row(row):
+    """``row``, or ValueError for a probe that gave none (an unusable grid) or a non-finite one."""
+    if row is None or not torch.isfinite(row).all():
+        raise ValueError("a noise probe is unusable or not finite")
+    return row
 
 
 def slice_rows(extra_args, rows, batch):
@@ -82,12 +94,16 @@ def slice_rows(extra_args, rows, batch):
 
 
 def quadratic_noise(residuals, t):
-    """σ of the noise in rows ``residuals`` (one per t): the RMS of their deviation from the best quadratic in t,
-    unbiased (len(t) − 3 degrees of freedom per element)."""
-    t = torch.tensor(t, dtype=torch.float64, device=residuals.device)
+    """σ of the noise in the rows ``residuals`` (one per t, any iterable of 1-D float64 tensors): the RMS of their
+    deviation from the best quadratic in t, unbiased (len(t) − 3 degrees of freedom per element). The deviation's
+    square sum is ‖Qᵀ R‖² with Q an orthonormal basis of the quadratics' complement in t, summed row by row."""
+    t = torch.tensor(t, dtype=torch.float64)
     basis = torch.stack([torch.ones_like(t), t, t * t], 1)
-    fitted = basis @ torch.linalg.lstsq(basis, residuals).solution
-    return math.sqrt((residuals - fitted).square().sum().item() / (residuals.shape[1] * (len(t) - 3)))
+    complement = torch.linalg.qr(basis, mode="complete").Q[:, 3:]
+    combos = None
+    for row, weights in zip(residuals, complement.tolist()):
+        combos = [row * w for w in weights] if combos is None else [c.add_(row, alpha=w) for c, w in zip(combos, weights)]
+    return math.sqrt(sum(torch.dot(c, c).item() for c in combos) / (combos[0].numel() * (len(t) - 3)))
 
 
 class FinalFit:
@@ -144,7 +160,7 @@ class FinalFit:
         """r per latent (on ``rows``, or all): x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖) if there is a
         detail term; flattened, latent after latent."""
         target = self.target if rows is None else self.target[rows]
-        r = (final.double() - target.double()).flatten(1)
+        r = final.double().sub_(target).flatten(1)
         if self.target_detail is not None:
             target_detail = self.target_detail if rows is None else self.target_detail[rows]
             r = torch.cat([r, self.detail_scale * (detail_norms(final) - target_detail)[:, None]], 1)
@@ -193,10 +209,11 @@ class FinalFit:
         rows = None if self.x.shape[0] <= size else torch.arange(size).to(self.x.device)
         p = len(self.free) if self.schedule is not None else 0
         base = self.residual(state.final if rows is None else state.final[rows], rows)
-        probes = [base] + [self.probed(state, rows, p, t) for t in NOISE_PROBES[1:]]
-        if any(r is None or not torch.isfinite(r).all() for r in probes):
+        probes = (base if t == 0 else self.probed(state, rows, p, t) for t in NOISE_PROBES)
+        try:
+            self.noise = quadratic_noise(map(finite_row, probes), NOISE_PROBES)
+        except ValueError:
             return 0.0
-        self.noise = quadratic_noise(torch.stack(probes), NOISE_PROBES)
         return self.noise
 
     def jacobian(self, state):
@@ -209,7 +226,7 @@ class FinalFit:
         self.jacobians += 1
         base = self.residual(state.final if self.rows is None else state.final[self.rows], self.rows)
         floor = math.sqrt(2 * base.numel()) * self.noise
-        columns, used = [], 0
+        columns, used = base.new_zeros(base.numel(), self.size), 0
         for k in range(self.size):
             step = float(self.steps[k])
             change = self.probed(state, self.rows, k, step)
@@ -220,14 +237,13 @@ class FinalFit:
                 change = self.probed(state, self.rows, k, step)
                 change = None if change is None else change - base
             if change is None or not torch.isfinite(change).all() or change.norm() <= SIGNAL_MARGIN * floor:
-                columns.append(torch.zeros_like(base))
                 continue
             back = self.probed(state, self.rows, k, -step) if self.min_steps[k] > 0 else None
             central = back is not None and bool(torch.isfinite(back).all())
-            columns.append((change + base - back) / (2 * step) if central else change / step)
+            columns[:, k] = (change + base - back) / (2 * step) if central else change / step
             used += 1
         self.swamped = used == 0 and floor > 0
-        return torch.stack(columns, 1)
+        return columns
 
     def project(self, theta):
         if self.clamp is not None:
@@ -239,7 +255,7 @@ class FinalFit:
         teacher than ``bound`` (the stock sampler's distance: the detail term never buys detail with distance)."""
         if math.isfinite(state.loss) and self.distance(state.final) < self.bound:
             if self.best is None or state.loss < self.best.loss:
-                self.best = state
+                self.best = state.slim()
 
     def loss_noise(self, state):
         """How much L can move from the noise floor alone: 2√2 σ √L / √n."""
@@ -256,6 +272,7 @@ class FinalFit:
         steps tenfold (not below a column's noise-safe step), FD_REFINEMENTS times at most. A step is accepted when L
         falls by more than the noise floor can move it. ``progress(trial, final)`` follows each trial."""
         state = start
+        del start  # the caller passes its only reference: the start is freed once a step is accepted
         self.consider(state)
         if not math.isfinite(state.loss):
             return state
@@ -278,7 +295,7 @@ class FinalFit:
             delta = lm_step(jac, r_rows, damping)
             if not torch.isfinite(delta).all():
                 break
-            before = self.model.rows
+            before, candidate = self.model.rows, None  # a rejected candidate is freed before the next one runs
             candidate = self.evaluate(self.project(state.theta + delta), state.trajectory)
             cost["trial"] = max(cost["trial"], self.model.rows - before)
             predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
@@ -331,9 +348,9 @@ def lm_step(jac, r, damping):
 
 
 def broyden(jac, change, delta):
-    """Broyden's rank-one update of J after a step δ that changed r by ``change``: J + (Δr − J δ) δᵀ / δᵀδ."""
+    """Broyden's rank-one update of J, in place, after a step δ that changed r by ``change``: J += (Δr − J δ) δᵀ / δᵀδ."""
     delta = delta.to(jac)
-    return jac + torch.outer(change - jac @ delta, delta) / delta.dot(delta)
+    return jac.addr_(change - jac @ delta, delta, alpha=1 / delta.dot(delta).item())
 
 
 def evaluation_rows(sigmas, lambdas, landings):
@@ -342,32 +359,52 @@ def evaluation_rows(sigmas, lambdas, landings):
             for k, (sigma, lands, lam) in enumerate(zip(sigmas, landings.tolist(), lambdas))]
 
 
-def screened_starts(fit, schedule_map, starts, stock):
-    """(name, State) of λ = 0 on each start grid, lowest L first; the first network call is replayed from stock."""
+def short_fit_rows(fit):
+    """The network rows one short fit is sized for: a Jacobian on SHORT_JACOBIAN_BATCH latents, SHORT_FIT_TRIALS
+    whole-batch trials."""
+    batch = fit.x.shape[0]
+    return fit.row_cost * min(batch, fit.jacobian_batch, SHORT_JACOBIAN_BATCH) + SHORT_FIT_TRIALS * fit.n_lambdas * batch
+
+
+def affordable_starts(fit, budget_rows):
+    """How many starts get a short fit: as many as SCREENING_SHARE of the budget affords, at least one."""
+    return max(1, int(SCREENING_SHARE * budget_rows // short_fit_rows(fit)))
+
+
+def whole_first(pairs, keep):
+    """(name, State) pairs lowest L first, the ``keep`` best whole and the others slim."""
+    pairs = sorted(pairs, key=lambda item: item[1].loss)
+    return pairs[:keep] + [(name, state.slim()) for name, state in pairs[keep:]]
+
+
+def screened_starts(fit, schedule_map, starts, stock, keep):
+    """(name, State) of λ = 0 on each start grid, lowest L first, the ``keep`` best whole; the first network call
+    is replayed from stock."""
     screened = []
     for name, grid in starts.items():
         theta = torch.zeros(fit.size, dtype=torch.float64)
         if name != "user grid" or not schedule_map.exact:
             theta[len(fit.free):] = schedule_map.logits(grid)
         state = stock if name == "user grid" and schedule_map.exact else fit.evaluate(theta, stock.trajectory)
-        screened.append((name, state))
-    return sorted(screened, key=lambda item: item[1].loss)
+        screened = whole_first(screened + [(name, state)], keep)
+    return screened
 
 
 def short_fits(fit, starts, budget_rows, ticker):
     """A short fit from each of the best ``starts`` (name, State) that SCREENING_SHARE of the budget affords, each
-    sized for one Jacobian on SHORT_JACOBIAN_BATCH latents and SHORT_FIT_TRIALS trials; (name, State) of the fits,
-    lowest L first (the best start alone if only one is affordable)."""
-    batch, full = fit.x.shape[0], fit.jacobian_batch
-    short = fit.row_cost * min(batch, full, SHORT_JACOBIAN_BATCH) + SHORT_FIT_TRIALS * fit.n_lambdas * batch
-    finalists = [(name, s) for name, s in starts[:max(1, int(SCREENING_SHARE * budget_rows // short))]
-                 if math.isfinite(s.loss)]
-    if len(finalists) < 2:
-        return finalists
-    fit.jacobian_batch = min(full, SHORT_JACOBIAN_BATCH)
-    finalists = [(name, fit.optimise(s, short, ticker)) for name, s in finalists]
+    sized by ``short_fit_rows``; (name, State) of the fits, lowest L first, only the best whole (the best start alone
+    if only one is affordable). Empties ``starts``, so that each start is freed once its fit is done."""
+    pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if math.isfinite(s.loss)]
+    starts.clear()
+    if len(pending) < 2:
+        return pending
+    short, done = short_fit_rows(fit), []
+    full, fit.jacobian_batch = fit.jacobian_batch, min(fit.jacobian_batch, SHORT_JACOBIAN_BATCH)
+    while pending:
+        name = pending[0][0]
+        done = whole_first(done + [(name, fit.optimise(pending.pop(0)[1], short, ticker))], 1)
     fit.jacobian_batch = full
-    return sorted(finalists, key=lambda item: item[1].loss)
+    return done
 
 
 def fit_final(model, x, sigmas, options, report):
@@ -390,7 +427,9 @@ def fit_final(model, x, sigmas, options, report):
     fit.bound = report.rmse_stock if math.isfinite(report.rmse_stock) else math.inf
     starts = [("user grid", stock)]
     if schedule_map is not None:
-        starts = screened_starts(fit, schedule_map, start_grids(sigmas, grid, path.changes()), stock)
+        starts = screened_starts(fit, schedule_map, start_grids(sigmas, grid, path.changes()), stock,
+                                 affordable_starts(fit, budget_rows))
+    stock = stock.slim()  # kept for the report and as the fallback; the starts hold what a fit goes on from
     spent = lambda: model.rows - teacher_rows  # noqa: E731
     ticker = None if o.callback is None else (
         lambda trial, final: o.callback({"phase": "fit", "i": min(spent(), budget_rows), "total": max(budget_rows, 1),
@@ -406,7 +445,7 @@ def fit_final(model, x, sigmas, options, report):
                     len(finalists) > 1})
     if finalists and not fit.swamped:
         report.start = finalists[0][0]
-        fit.optimise(finalists[0][1], budget_rows - spent(), ticker)
+        fit.optimise(finalists.pop(0)[1], budget_rows - spent(), ticker)
     report.trials = fit.history
     report.fd_steps = fit.steps.tolist()
     best = fit.best
