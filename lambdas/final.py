@@ -45,6 +45,11 @@ class State(NamedTuple):
     trajectory: Any = None
     final: Any = None
 
+    @property
+    def whole(self):
+        """True if a fit can go on from this state (a finite L, its residual and trajectory kept)."""
+        return math.isfinite(self.loss) and self.residual is not None
+
     def slim(self):
         """θ, L, the final sample and the calls' σ: a state no fit goes on from (its residual and latents freed)."""
         trajectory = None if self.trajectory is None else self.trajectory.slim()
@@ -394,7 +399,7 @@ def short_fits(fit, starts, budget_rows, ticker):
     """A short fit from each of the best ``starts`` (name, State) that SCREENING_SHARE of the budget affords, each
     sized by ``short_fit_rows``; (name, State) of the fits, lowest L first, only the best whole (the best start alone
     if only one is affordable). Empties ``starts``, so that each start is freed once its fit is done."""
-    pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if math.isfinite(s.loss)]
+    pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if s.whole]
     starts.clear()
     if len(pending) < 2:
         return pending

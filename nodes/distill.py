@@ -4,6 +4,7 @@ import os
 
 from .. import lambdas as core_lambdas
 from .. import samplers as core
+from ..lambdas.progress import FitProgress, fit_phases
 from ..lambdas.resolve import save_or_keep
 from ..samplers import flow_option
 from . import feedback, store
@@ -33,42 +34,29 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, run, reason):
 
 
 class Progress:
-    """Distillation progress on ComfyUI's progress bar: one bar over all phases (teacher, stock, student, or teacher
-    and fit), a latent preview of each step's model output where ComfyUI has previews on, and a check for
-    interruption at every step. The final fit's own budget (network rows) is only known when it starts, so its phase
-    is FIT_UNITS wide, to keep one total from the first step."""
-    FIT_UNITS = 100
+    """Distillation progress on ComfyUI's progress bar: one bar over all phases (lambdas/progress.py), a latent preview
+    of each step's model output where ComfyUI has previews on, and a check for interruption at every step."""
 
     def __init__(self, student_steps, phases=("teacher", "student"), node_id=None, previewer=None):
-        self.student_steps = student_steps
-        self.phases = phases
+        self.count = FitProgress(student_steps, phases)
         self.node_id = node_id
         self.previewer = previewer
-        self.totals = {"fit": self.FIT_UNITS}
         self.bar = None
-        self.value = 0
 
     def __call__(self, info):
         import comfy.model_management
         import comfy.utils
         comfy.model_management.throw_exception_if_processing_interrupted()
-        phase = info.get("phase", "student")
-        step, total = int(info.get("i", 0)) + 1, int(info.get("total", self.student_steps))
-        if phase == "fit":
-            step, total = min(self.FIT_UNITS, self.FIT_UNITS * step // max(total, 1)), self.FIT_UNITS
-        self.totals[phase] = total
-        totals = [self.totals.get(p, self.student_steps) for p in self.phases]
-        offset = sum(totals[:self.phases.index(phase)]) if phase in self.phases else 0
+        done, total = self.count.update(info)
         if self.bar is None:
-            self.bar = comfy.utils.ProgressBar(sum(totals), node_id=self.node_id)
-        self.value = max(self.value, offset + step)
-        self.bar.update_absolute(self.value, sum(totals), self.preview(info.get("denoised")))
+            self.bar = comfy.utils.ProgressBar(total, node_id=self.node_id)
+        self.bar.update_absolute(done, total, self.preview(info.get("denoised")))
 
     def finish(self):
         """Fills the bar to its end: a final-objective fit that converges early stops short of its budget."""
-        total = sum(self.totals.get(p, self.student_steps) for p in self.phases)
-        if self.bar is not None and self.value < total:
-            self.value = total
+        total = self.count.total()
+        if self.bar is not None and self.count.done < total:
+            self.count.done = total
             self.bar.update_absolute(total, total)
 
     def preview(self, denoised):
@@ -94,13 +82,6 @@ def previewer_for(patcher):
     except Exception as e:
         log.debug("[dode] no latent previews while distilling (%s: %s)", type(e).__name__, e)
         return None
-
-
-def fit_phases(objective, compare_stock):
-    """The progress phases of a fit, in order (what lambdas.distill reports through its callback)."""
-    if objective == "final":
-        return ("teacher", "fit")
-    return ("teacher", "stock", "student") if compare_stock else ("teacher", "student")
 
 
 def distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, teacher, scale, node_id=None,

@@ -7,6 +7,7 @@ import torch
 import dode
 from dode.lab.protocol import grid as digits_grid, noise as noise_digits
 from dode.lambdas.calls import CountedModel, ReplayModel, Trajectory
+from dode.lambdas import final
 from dode.lambdas.final import FD_STEP, NOISE_BATCH, FinalFit, detail_norms, quadratic_noise
 from dode.lambdas.grids import ScheduleMap, equidistributed_grid, start_grids
 from dode.samplers import SAMPLER_NAMES, get_solver, karras_sigmas
@@ -410,3 +411,52 @@ def test_a_step_the_noise_floor_set_takes_a_central_difference_and_the_others_a_
             assert h == FD_STEP
             expected = (fit.probed(state, None, k, h) - base) / h
         assert torch.allclose(jac[:, k], expected, rtol=1e-9, atol=1e-12)
+
+
+def whole(state):
+    """True if a fit can go on from ``state``: it holds its residual and its calls' inputs and outputs."""
+    return state.whole and all(x is not None for x, _, _ in state.trajectory.calls)
+
+
+def screened_fit(gmm, keep):
+    x, sigmas = noise(8, 2), karras_sigmas(5)
+    grid = dode.lambdas.teacher_grid(sigmas, sigmas, 4)
+    target = dode.sample(gmm, x, grid.float(), "heun", disable=True)
+    fit = FinalFit(CountedModel(gmm), x, sigmas, "euler", target, schedule=ScheduleMap(sigmas))
+    stock = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64), stock=True)
+    starts = start_grids(sigmas, grid, [1.0] * len(grid))
+    return fit, stock, final.screened_starts(fit, fit.schedule, starts, stock, keep)
+
+
+def test_a_slim_state_keeps_theta_loss_final_sample_and_sigmas_only(gmm):
+    _, stock, _ = screened_fit(gmm, 1)
+    slim = stock.slim()
+    assert whole(stock) and not whole(slim) and slim.residual is None
+    assert slim.theta is stock.theta and slim.loss == stock.loss and slim.final is stock.final
+    assert slim.trajectory.sigmas() == stock.trajectory.sigmas()
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_screening_keeps_only_the_starts_a_short_fit_goes_on_from_whole(gmm, keep):
+    fit, _, screened = screened_fit(gmm, keep)
+    losses = [s.loss for _, s in screened]
+    assert len(screened) > keep and losses == sorted(losses)
+    assert [whole(s) for _, s in screened] == [True] * keep + [False] * (len(screened) - keep)
+    assert all(s.final is not None for _, s in screened)  # the report's distances
+
+
+def test_short_fits_go_on_from_whole_starts_only_and_keep_only_the_best_whole(gmm):
+    fit, _, screened = screened_fit(gmm, 2)
+    starts = list(screened)
+    assert final.affordable_starts(fit, 100_000) > 2  # the slim ones are affordable but have nothing to go on from
+    done = final.short_fits(fit, starts, 100_000, None)
+    assert not starts and len(done) == 2 and done[0][1].loss <= done[1][1].loss
+    assert whole(done[0][1]) and not whole(done[1][1])
+
+
+def test_broyden_updates_the_jacobian_in_place_by_the_textbook_formula():
+    g = torch.Generator().manual_seed(0)
+    jac, change, delta = (torch.randn(*shape, dtype=torch.float64, generator=g) for shape in ((6, 3), (6,), (3,)))
+    expected = jac + torch.outer(change - jac @ delta, delta) / delta.dot(delta)
+    updated = final.broyden(jac, change, delta)
+    assert updated is jac and torch.allclose(updated, expected, rtol=1e-12, atol=1e-12)

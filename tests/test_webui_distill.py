@@ -37,6 +37,38 @@ def test_auto_distill_records_the_settings_in_the_entry(webui):
     assert entry.objective == objective and entry.schedule == "given" and torch.equal(entry.sigmas, sigmas.double())
 
 
+class Recorder:
+    """The WebUI's shared.state, recording every (sampling_step, sampling_steps, textinfo) a fit shows."""
+
+    def __init__(self, steps):
+        object.__setattr__(self, "seen", [])
+        object.__setattr__(self, "values", {"sampling_step": 0, "sampling_steps": steps, "textinfo": None,
+                                            "interrupted": False, "skipped": False})
+
+    def __getattr__(self, name):
+        return self.values[name]
+
+    def __setattr__(self, name, value):
+        self.values[name] = value
+        if name == "textinfo":
+            self.seen.append((self.sampling_step, self.sampling_steps, value))
+
+
+def test_the_fit_moves_the_progress_bar_with_a_percent_and_says_its_cost(webui, monkeypatch):
+    state = Recorder(6)
+    monkeypatch.setattr(webui.shared, "state", state)
+    first_use(webui)
+    steps = [step for step, _, _ in state.seen]
+    assert len(state.seen) > 10 and steps == sorted(steps) and 0 < steps[0] < steps[-1]
+    assert len({total for _, total, _ in state.seen}) == 1  # one bar over the teacher and the fit
+    assert all(text.startswith("D-ODE: fitting for these settings (first use, up to ") and "× this generation)" in text
+               and text.endswith("%") for _, _, text in state.seen)
+    assert ": teacher, " in state.seen[0][2] and ": fit, " in state.seen[-1][2]
+    percents = [int(text.rsplit(" ", 1)[1][:-1]) for _, _, text in state.seen]
+    assert percents == sorted(percents) and percents[0] < 50 <= percents[-1] <= 100
+    assert state.sampling_step == state.sampling_steps == 6  # the generation's own bar again, at its end
+
+
 def test_teacher_calls_do_not_advance_the_webui_step(webui):
     _, _, model1, _, sigmas, _ = first_use(webui)
     assert model1.calls > 2 * (len(sigmas) - 1) and model1.step == len(sigmas) - 1  # teacher calls don't count

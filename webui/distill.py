@@ -1,5 +1,6 @@
 """Auto-distill inside the sampler call: fit on this batch, save to models/D-ODE (or keep the fit), sample."""
 from ..lambdas import distill
+from ..lambdas.progress import FitProgress, fit_generations, fit_phases
 from ..lambdas.resolve import save_or_keep
 from ..samplers import nfe
 from .generation import model_sigma_range
@@ -22,11 +23,15 @@ def pinned(model, sigmas):
     return call
 
 
-def progress_to(state):
-    """A fit callback that shows the fit's phase in the WebUI's progress text."""
+def progress_to(state, count, generations):
+    """A fit callback that moves the WebUI's progress bar (its sampling step over the fit's phases, so the bar shows
+    a percent and an ETA) and says in its text what runs: the first use of these settings, its cost."""
     def progress(d):
         if state is not None:
-            state.textinfo = f"D-ODE: fitting λ ({d['phase']} {d['i'] + 1}/{d['total']})"
+            done, total = count.update(d)
+            state.sampling_step, state.sampling_steps = done, total
+            state.textinfo = (f"D-ODE: fitting for these settings (first use, up to {generations:.0f}× this "
+                              f"generation): {d['phase']}, {100 * done // total}%")
     return progress
 
 
@@ -41,15 +46,21 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     """Fits λ (with ``schedule`` also the σ grid) on this batch, saves it; returns (samples, reference, summary)."""
     from modules import shared
     teacher, scale, objective = fit_settings(schedule)
+    state = getattr(shared, "state", None)
+    steps0 = getattr(state, "sampling_steps", None)
+    count = FitProgress(len(sigmas) - 1, fit_phases(objective, compare_stock=objective == "greedy"))
+    generations = fit_generations(x, sigmas, name, teacher, objective, schedule, scale, flow)
     step0 = getattr(model, "step", None)
     try:
         fit = distill(pinned(model, sigmas), x, sigmas, sampler=name, teacher=teacher, scale=scale,
-                      extra_args=extra_args, callback=progress_to(getattr(shared, "state", None)), disable=disable,
+                      extra_args=extra_args, callback=progress_to(state, count, generations), disable=disable,
                       flow=flow, objective=objective, schedule=schedule,
                       sigma_range=model_sigma_range(model) if schedule else None, compare_stock=objective == "greedy")
     finally:
         if step0 is not None:  # the teacher's extra calls must not advance the WebUI's step count
             model.step = step0 + nfe(name, sigmas)
+        if steps0 is not None:  # the generation's own bar again, at its end: the fit gave its samples
+            state.sampling_step = state.sampling_steps = steps0
     entry = fit.entry(model=ident, cfg=cfg, host="webui", checkpoint=getattr(info, "title", None) or "")
     path = distill_file(info, ident)
     store = store_for([lambda_dir()])
