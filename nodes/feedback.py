@@ -54,10 +54,3 @@ def tell_once(key, text, level="info", node=None, toast=None):
     return first
 
 
-def entry_title(entry, scheduler=None):
-    """A λ entry as the user set it up: "euler, 4 steps (simple), cfg 2, fitted schedule" (no fingerprints)."""
-    scheduler = scheduler or entry.metrics.get("scheduler")
-    grid = f" ({scheduler})" if isinstance(scheduler, str) and scheduler else ""
-    cfg = "" if entry.cfg is None else f", cfg {entry.cfg:g}"
-    fitted = ", fitted schedule" if entry.schedule == "fitted" else ""
-    return f"{entry.sampler}, {entry.steps} steps{grid}{cfg}{fitted}"

@@ -1,13 +1,11 @@
 """The λ folder ``models/dode_lambdas`` (registered with ComfyUI's folder_paths) and the λ store over it."""
-import hashlib
-import json
 import logging
 import os
 import re
 import threading
 from dataclasses import replace
 
-from ..lambdas import LambdaStore, load_lambdas
+from ..lambdas import LambdaStore, catalog, load_lambdas
 from . import feedback
 
 FOLDER = "dode_lambdas"
@@ -141,46 +139,23 @@ def report_skipped(st):
 
 
 
-def entry_id(entry):
-    """A short id of a λ entry that stays the same while the entry does (what the browser names to remove one)."""
-    key = [entry.sampler, entry.model, entry.cfg, entry.schedule, [round(float(v), 9) for v in entry.sigmas.tolist()],
-           entry.created]
-    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]
-
-
 def entry_rows(model_ids=None):
-    """One dict per entry of every λ file (``file``, ``id``, ``title``, ``model``, ``this_model``, ``created``),
-    file by file; ``this_model``: the entry serves one of ``model_ids`` (None: no model given). Unreadable files are
-    one row each with ``error``."""
-    st = store()
-    rows = []
+    """One row per entry of every λ file (lambdas/catalog.py), file by file; ``this_model``: it serves ``model_ids``."""
+    st, files = store(), []
     for name in file_list():
         try:
-            path = full_path(name)
+            files.append((name, full_path(name)))
         except FileNotFoundError:
             continue
-        entries = st.entries(path)
-        if not entries and path in st.problems:
-            rows.append({"file": name, "error": "cannot be read (the log says why)"})
-        for entry in entries:
-            rows.append({"file": name, "id": entry_id(entry), "title": feedback.entry_title(entry),
-                         "model": entry.metrics.get("model_name") or "unnamed model",
-                         "this_model": None if model_ids is None else bool(set(model_ids) & entry.ids),
-                         "created": entry.created or ""})
-    return rows
+    return catalog.entry_rows(st, files, model_ids)
 
 
 def remove_entry(name, wanted):
-    """Removes the entry with id ``wanted`` from the λ file ``name`` (as file_list names it), rewriting the file
-    atomically under the folder lock (a file left empty is deleted). Returns ``{"file", "id", "title", "left"}``;
-    a LookupError (without machine paths) if there is no such file or entry."""
-    if not isinstance(name, str) or not isinstance(wanted, str) or name not in file_list():
+    """Removes the entry with id ``wanted`` from the λ file ``name`` (as file_list names it): lambdas/catalog.py.
+    A LookupError (without machine paths) if there is no such file or entry."""
+    if not isinstance(name, str) or name not in file_list():
         raise LookupError(f"no λ file {name!r} in the λ folders")
     path = full_path(name)
-    gone = store().remove(path, lambda entry: entry_id(entry) == wanted)
-    if not gone:
-        raise LookupError(f"{name} has no entry {wanted!r} (removed already?)")
-    left = len(store().entries(path)) if os.path.exists(path) else 0
-    title = feedback.entry_title(gone[0])
-    log.info("[dode] removed the λ entry %s (%s) from %s; %d left", wanted, title, path, left)
-    return {"file": name, "id": wanted, "title": title, "left": left}
+    removed = catalog.remove_entry(store(), name, path, wanted)
+    log.info("[dode] removed the λ entry %s (%s) from %s; %d left", wanted, removed["title"], path, removed["left"])
+    return removed

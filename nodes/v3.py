@@ -15,6 +15,7 @@ from comfy_api.latest import io
 from .. import lambdas as core_lambdas
 from .. import plot
 from .. import samplers as core
+from ..lambdas.catalog import entry_title
 from ..lambdas.resolve import POLICIES, save_or_keep
 from . import feedback, sampling, schedule, store
 from .identity import IDENTITY_MODES
@@ -220,7 +221,7 @@ class DistillLambdas(io.ComfyNode):
                   + f"\n{result.report.table()}\nsaved: {where}")
         saved = 'saved to ' + os.path.basename(where) if save else where
         feedback.tell(f"Distill λ: {entry.describe()}; {summary}; {saved}",
-                      toast=f"Distill λ: {feedback.entry_title(entry, 'custom σ' if custom else scheduler)}; {rmse_text(result.report)}; "
+                      toast=f"Distill λ: {entry_title(entry, 'custom σ' if custom else scheduler)}; {rmse_text(result.report)}; "
                             f"{saved if save or not why_unsaved(where) else 'not saved (see the warning)'}")
         lambdas = LambdaSet((entry,), source=f"Distill λ ({sampler_name}, {entry.steps} steps)")
         sampler = comfy.samplers.KSAMPLER(sampling.make_sampler_function(sampler_name),

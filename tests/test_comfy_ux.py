@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dode.lambdas.catalog import entry_id
+
 STUB = str(Path(__file__).resolve().parent / "comfy_stub")
 STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview", "server")
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,7 +284,7 @@ def test_lambda_files_lists_entries_for_the_model_and_removes_one_atomically(fre
     status, answer = fresh.routes.remove({"file": mine[0]["file"], "id": mine[0]["id"]})
     assert status == 200 and answer["left"] == 1 and answer["title"] == mine[0]["title"]
     (kept,) = dode_entries(path)  # the other entry of that file is still there, whole
-    assert fresh.store.entry_id(kept) == mine[1]["id"]
+    assert entry_id(kept) == mine[1]["id"]
     assert node.fingerprint_inputs(model) != stamp  # the node lists again after a change
     status, answer = fresh.routes.remove({"file": mine[0]["file"], "id": mine[0]["id"]})
     assert status == 400 and "removed already" in answer["error"]
