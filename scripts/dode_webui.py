@@ -10,8 +10,8 @@ a ``dode`` installed with pip cannot shadow or be shadowed by the extension's co
 ``lambdas/``) is shared unchanged through relative imports.
 
 Registration happens at import, before the WebUI builds its UI and API, and is guarded, so "Reload UI" (which
-re-imports this file but not ``modules.sd_samplers``) adds nothing twice. The always-on script ``DodeSchedule`` (no
-controls) hands each generation to the adapter just before it samples: a schedule function gets only the step count
+re-imports this file but not ``modules.sd_samplers``) adds nothing twice. The always-on script ``DodeSchedule`` (an
+accordion listing the λ files' entries, no generation inputs) hands each generation to the adapter just before it samples: a schedule function gets only the step count
 and σ range, and "D-ODE fitted" also needs the generation's sampler, checkpoint and CFG scale.
 """
 import importlib
@@ -51,10 +51,12 @@ except ImportError:  # not inside a WebUI
     script_callbacks = scripts = None
 if script_callbacks is not None:
     script_callbacks.on_ui_settings(adapter.on_ui_settings)
+    script_callbacks.on_app_started(adapter.add_routes)
 
 if scripts is not None:
     class DodeSchedule(scripts.Script):
-        """Always on, no controls: records each generation for the schedule type "D-ODE fitted"."""
+        """Always on: records each generation for the schedule type "D-ODE fitted"; its accordion lists the λ
+        files' entries (no generation inputs)."""
 
         def title(self):
             return "D-ODE"
@@ -63,6 +65,7 @@ if scripts is not None:
             return scripts.AlwaysVisible
 
         def ui(self, is_img2img):
+            adapter.build_ui()
             return []
 
         def process_before_every_sampling(self, p, *args, **kwargs):

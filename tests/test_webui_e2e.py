@@ -266,6 +266,24 @@ def test_sidecars_are_not_listed_as_checkpoints(server):
         damaged.unlink()
 
 
+def test_the_lambda_files_route_lists_and_removes_an_entry(server):
+    folder = server.data / "models" / "D-ODE"
+    folder.mkdir(parents=True, exist_ok=True)
+    core = core_package()
+    sigmas = core.samplers.karras_sigmas(4)
+    path = folder / "listed.safetensors"
+    entry = core.lambdas.LambdaEntry(sampler="heun", sigmas=sigmas, lambdas=[0.1] * core.samplers.nfe("heun", sigmas),
+                                     model="0123456789", cfg=3.0)
+    core.lambdas.save_lambdas(path, [entry])
+    rows = [r for r in request(server.base + "/dode/v1/lambdas")["rows"] if r["file"] == "listed.safetensors"]
+    assert [r["title"] for r in rows] == ["heun, 4 steps, cfg 3"]
+    removed = request(server.base + "/dode/v1/lambdas/remove", {"file": "listed.safetensors", "id": rows[0]["id"]})
+    assert removed["left"] == 0 and not path.exists()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        request(server.base + "/dode/v1/lambdas/remove", {"file": "listed.safetensors", "id": rows[0]["id"]})
+    assert refused.value.code == 400 and b"no \xce\xbb file" in refused.value.read()
+
+
 def test_txt2img_auto_distills_then_reuses(server):
     if not server.txt2img:
         pytest.skip("set WEBUI_E2E_TXT2IMG=1 to run generations")
