@@ -11,17 +11,24 @@ def test_settings_section(webui):
     assert all(labels[key].section == ("dode", "D-ODE") for key in webui.ext.settings.OPTION_DEFAULTS)
     # the defaults are the core's, and each choice list is what the adapter accepts
     assert (labels["dode_teacher"].default, labels["dode_scale"].default, labels["dode_objective"].default) == \
-        (fit.DEFAULT_TEACHER, fit.DEFAULT_SCALE, fit.DEFAULT_OBJECTIVE)
+        ("DPM++ 2M", fit.DEFAULT_SCALE, fit.DEFAULT_OBJECTIVE) and fit.DEFAULT_TEACHER == "dpmpp_2m"
     assert labels["dode_auto_distill"].default is False and labels["dode_distill_tails"].default is False
     assert labels["dode_objective"].component_args["choices"] == list(fit.OBJECTIVES)
-    assert labels["dode_teacher"].component_args["choices"] == list(webui.core.SAMPLER_NAMES)
+    assert labels["dode_teacher"].component_args["choices"] == ["Euler", "Heun", "DPM++ 2M", "DPM++ 2S", "DPM++ 3M",
+                                                                 "iPNDM", "DEIS"]  # the WebUI's labels, not ids
     assert labels["dode_miss_policy"].component_args["choices"] == list(webui.ext.settings.MISS_POLICIES)
     assert labels["dode_miss_policy"].default == "stock sampler, log once"
 
 
+def test_a_teacher_is_chosen_by_its_label_and_an_old_id_still_works(webui):
+    for chosen, teacher in (("DPM++ 3M", "dpmpp_3m"), ("ipndm", "ipndm"), ("nonsense", "dpmpp_2m")):
+        webui.shared.opts.dode_teacher = chosen
+        assert webui.ext.settings.fit_settings(False)[0] == teacher
+
+
 def test_fit_settings_reach_the_fit(webui):
     webui.shared.opts.dode_auto_distill = True
-    webui.shared.opts.dode_teacher, webui.shared.opts.dode_scale = "heun", 3
+    webui.shared.opts.dode_teacher, webui.shared.opts.dode_scale = "Heun", 3
     webui.shared.opts.dode_objective = "greedy"
     p = make_p()
     run(webui, "Euler (D-ODE)", p, karras(5))

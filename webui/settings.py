@@ -1,14 +1,17 @@
 """The settings section "D-ODE": options, their defaults, and what they ask of a run."""
 from ..lambdas import DEFAULT_OBJECTIVE, DEFAULT_SCALE, DEFAULT_TEACHER, OBJECTIVES
-from ..samplers import SAMPLER_NAMES
+from ..samplers import SAMPLER_NAMES, SOLVERS
+from .names import core_sampler
 from .report import log_once
+
+TEACHERS = {SOLVERS[name].label or name: name for name in SAMPLER_NAMES}  # the WebUI's labels: "DPM++ 2M", …
 
 SECTION = ("dode", "D-ODE")
 MISS_POLICIES = ("stock sampler, log once", "stock sampler, silent", "error")
 OPTION_DEFAULTS = {
     "dode_auto_distill": False,
     "dode_distill_tails": False,
-    "dode_teacher": DEFAULT_TEACHER,
+    "dode_teacher": SOLVERS[DEFAULT_TEACHER].label,
     "dode_scale": DEFAULT_SCALE,
     "dode_objective": DEFAULT_OBJECTIVE,
     "dode_fit_schedule": True,
@@ -38,7 +41,7 @@ def on_ui_settings():
     add("dode_auto_distill", "Auto-distill λ on first use of a (checkpoint, sampler, σ grid, CFG) combination "
         "(the first generation also runs the teacher)")
     add("dode_distill_tails", "Also auto-distill for img2img and Hires fix passes (λ fitted for exactly that tail)")
-    add("dode_teacher", "Teacher solver for auto-distill", radio, {"choices": list(SAMPLER_NAMES)})
+    add("dode_teacher", "Teacher solver for auto-distill", radio, {"choices": list(TEACHERS)})
     add("dode_scale", "Teacher sub-steps per student step (scale)", slider, {"minimum": 1, "maximum": 50, "step": 1})
     add("dode_objective", "Auto-distill objective (final: λ fitted to the teacher's final sample; greedy: step by "
         "step, the paper's fit)", radio, {"choices": list(OBJECTIVES)})
@@ -49,9 +52,11 @@ def on_ui_settings():
 
 def fit_settings(schedule):
     """(teacher, scale, objective) for auto-distill from the settings; a schedule fit needs the final objective."""
-    teacher = opt("dode_teacher")
-    if teacher not in SAMPLER_NAMES:
-        log_once(("teacher", teacher), "D-ODE: unknown teacher %r in the settings; using %s", teacher, DEFAULT_TEACHER)
+    chosen = opt("dode_teacher")
+    teacher = TEACHERS.get(chosen) or (chosen if chosen in SAMPLER_NAMES else core_sampler(chosen))  # or an old id
+    if teacher is None:
+        log_once(("teacher", chosen), "D-ODE: unknown teacher %r in the settings; using %s", chosen,
+                 SOLVERS[DEFAULT_TEACHER].label)
         teacher = DEFAULT_TEACHER
     objective = "final" if schedule else opt("dode_objective")
     if objective not in OBJECTIVES:
