@@ -124,6 +124,7 @@ def test_interrupted_distill_writes_nothing(webui):
     p = make_p()
     with pytest.raises(InterruptedException):
         run(webui, "Euler (D-ODE)", p, karras(6), interrupt_at=5)
+    assert p.extra_generation_params["D-ODE λ"] == "interrupted during the fit (nothing saved)"
     assert not (webui.tmp / "models" / "D-ODE").exists() or not list((webui.tmp / "models" / "D-ODE").glob("*.dode*"))
 
 

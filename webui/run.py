@@ -48,6 +48,10 @@ def run(name, model, x, sigmas, extra_args=None, callback=None, disable=None):
                 why = f"{why}; auto-distill failed: {e}"
                 problem = f"auto-distill failed: {e}"
                 action = miss_action("error" if error_on_miss(tail) else "stock")
+            except BaseException as e:
+                if type(e).__name__ == "InterruptedException":  # the WebUI's Interrupt: the image says so
+                    set_info(p, pre + INFOTEXT_KEY, "interrupted during the fit (nothing saved)")
+                raise
             else:
                 set_info(p, pre + INFOTEXT_KEY, ref)
                 set_info(p, pre + INFOTEXT_FIT, summary)
