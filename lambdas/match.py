@@ -37,18 +37,20 @@ class Request:
     sigma_max: float | None = None
     sigma_last: float = 0.0
     sampling: str | None = None  # the host's model-sampling key (ComfyUI: shift, multiplier, σ range); None: any
+    weights: str | None = None  # the host's key of the weights alone (ComfyUI: base and patches); None: unknown
 
     @classmethod
-    def grid(cls, sampler, sigmas, model=None, cfg=None, sampling=None):
+    def grid(cls, sampler, sigmas, model=None, cfg=None, sampling=None, weights=None):
         """λ for exactly the grid ``sigmas``."""
         sigmas = torch.as_tensor(sigmas).detach().double().cpu().flatten()
-        return cls(sampler, as_models(model), as_cfg(cfg), sigmas=sigmas, sampling=known_sampling(sampling))
+        return cls(sampler, as_models(model), as_cfg(cfg), sigmas=sigmas, sampling=known_sampling(sampling),
+                   weights=weights)
 
     @classmethod
-    def fitted(cls, sampler, steps, sigma_max, sigma_last=0.0, model=None, cfg=None, sampling=None):
+    def fitted(cls, sampler, steps, sigma_max, sigma_last=0.0, model=None, cfg=None, sampling=None, weights=None):
         """A fitted schedule of ``steps`` steps from ``sigma_max`` to ``sigma_last``."""
         return cls(sampler, as_models(model), as_cfg(cfg), steps=int(steps), sigma_max=float(sigma_max),
-                   sigma_last=float(sigma_last), sampling=known_sampling(sampling))
+                   sigma_last=float(sigma_last), sampling=known_sampling(sampling), weights=weights)
 
     @property
     def schedule(self):
@@ -60,7 +62,7 @@ class Request:
 
     def anyone(self):
         """The same request from any model (and any model sampling)."""
-        return replace(self, models=None, sampling=None)
+        return replace(self, models=None, sampling=None, weights=None)
 
     def describe(self):
         cfg = {ANY: "any cfg", None: "no cfg"}.get(self.cfg) or f"cfg {self.cfg:g}"
@@ -102,9 +104,11 @@ def differences(entry, request):
         diffs.append("a given grid, not a fitted schedule")
     if request.sampler != ANY and entry.sampler != request.sampler:
         diffs.append(f"sampler {entry.sampler}, not {request.sampler}")
-    if request.models is not None and not request.models & entry.ids:
+    resampled = request.sampling is not None and entry.sampling is not None and entry.sampling != request.sampling
+    same_weights = request.weights is not None and request.weights == entry.weights
+    if request.models is not None and not request.models & entry.ids and not (resampled and same_weights):
         diffs.append(f"another model ({entry.metrics.get('model_name') or entry.model or 'unset'})")
-    if request.sampling is not None and entry.sampling is not None and entry.sampling != request.sampling:
+    if resampled:
         diffs.append(sampling_difference(entry.sampling, request.sampling))
     diffs += range_differences(entry, request) if request.schedule else grid_differences(entry, request.sigmas)
     if request.cfg != ANY and entry.cfg != request.cfg:

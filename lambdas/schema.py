@@ -70,6 +70,12 @@ class LambdaEntry:
         value = self.metrics.get("model_sampling")
         return value if isinstance(value, str) and value not in ("", "unknown") else None
 
+    @property
+    def weights(self):
+        """The host's key of the weights the entry was fitted on (ComfyUI: its base and patches), or None."""
+        base, patches = self.metrics.get("model_base"), self.metrics.get("model_patches")
+        return f"{base}; {patches}" if isinstance(base, str) and isinstance(patches, str) else None
+
     def validate(self):
         """Raises ValueError naming the field unless every field has its schema type and sampler, σ and λ agree."""
         if not isinstance(self.sampler, str) or self.sampler not in SAMPLER_NAMES:

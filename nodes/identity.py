@@ -72,6 +72,11 @@ class ModelIdentity:
         aka = f"; AutoV2 {self.aliases[0]}" if self.aliases else ""
         return f"{self.key} ({self.name}; {self.base[:20]}; patches {self.patches[:16]}; {self.sampling}{aka})"
 
+    @property
+    def weights(self):
+        """The weights alone (base and patches, without the model sampling), as LambdaEntry.weights reads them."""
+        return f"{self.base}; {self.patches}"
+
     def as_meta(self):
         return {"model_name": self.name, "model_base": self.base, "model_patches": self.patches,
                 "model_sampling": self.sampling}

@@ -19,8 +19,8 @@ def find_entry(name, sigmas, run, explicit=None, strict=True):
     if explicit is not None:
         return find_explicit(name, sigmas, run, explicit, strict)
     identity = run.identity
-    request = Request.grid(name, sigmas, None if identity is None else identity.ids, run.cfg,
-                           None if identity is None else identity.sampling)
+    request = (Request.grid(name, sigmas, None, run.cfg) if identity is None else
+               Request.grid(name, sigmas, identity.ids, run.cfg, identity.sampling, identity.weights))
     if run.guider_problem:
         return None, unserved(request, run.guider_problem)
     if run.identity is None:
@@ -43,7 +43,7 @@ def find_explicit(name, sigmas, run, explicit, strict):
                            f"{run.identity_error}; turn 'strict' off to use it anyway")
     source = entry_source(explicit.source, explicit.entries)
     request = Request.grid(name, sigmas, run.identity.ids if strict else None, run.cfg,
-                           run.identity.sampling if strict else None)
+                           run.identity.sampling if strict else None, run.identity.weights if strict else None)
     if not strict:
         found = resolve(request, [source])
         if found.entry is not None:
@@ -58,7 +58,7 @@ def find_fitted(patcher, sampler, cfg, steps, sigma_max, sigma_last):
     options = options if isinstance(options, DodeOptions) else DodeOptions()
     identity = model_identity(patcher, options.identity)
     request = Request.fitted(solver_of(sampler) or ANY, steps, sigma_max, sigma_last, identity.ids,
-                             ANY if cfg is None else cfg, identity.sampling)
+                             ANY if cfg is None else cfg, identity.sampling, identity.weights)
     st = store.store()
     found = resolve(request, lookup_order(attached=attached_source(options), stores=[store_source(st)]))
     store.report_skipped(st)

@@ -173,10 +173,11 @@ def test_another_shift_does_not_get_the_fit(server):
     assert torch.equal(dode, stock), f"under shift {OTHER_SHIFT:g} the shift-{SHIFT:g} fit was used"
     assert "dode scheduler: no fitted schedule for" in log and "using the stock 'simple' scheduler" in log, log[-3000:]
     assert "[dode] dpmpp_2m_dode: stock dpmpp_2m (λ = 0): no λ for" in log, log[-3000:]
-    # the nearest entry and what differs in it: "... which differs in ...; shift 5, not 3"
+    # the nearest entry and what differs in it: "... which differs in shift 5, not 3", not in the model
     shift_named = re.compile(rf"which differs in .*\bshift {SHIFT:g}, not (shift )?{OTHER_SHIFT:g}\b")
     lines = [line for line in log.splitlines() if "[dode]" in line]
     assert any(shift_named.search(line) and "dode scheduler" in line for line in lines), lines
+    assert not any("another model" in line for line in lines if shift_named.search(line)), lines  # same weights
     assert any(shift_named.search(line) and "dpmpp_2m_dode" in line for line in lines), lines
 
     # the same sampler on the stock grid under the other shift: no λ either (the fit's λ is for shift 5)

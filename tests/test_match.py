@@ -1,5 +1,6 @@
 """Which entry serves a request (lambdas/match.py): strict lookup, fitted schedules, the nearest entry."""
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -80,5 +81,12 @@ def test_a_fit_made_under_another_model_sampling_is_a_clear_miss():
     grid = dode.lambdas.match.Request.grid("euler", fit.sigmas, "model-a", 7.0, flow.format(8, 1000))
     with pytest.raises(dode.LambdaNotFound, match=r"cfg 7, shift 8, model model-a in the λ entries: .*differs in shift 3, not 8"):
         dode.lambdas.match.find([fit], grid)
+    weights = {"model_base": "file:ab", "model_patches": "none"}
+    same = fitted(sigma_max=1.0, model="fp1-shift3", metrics={"model_sampling": flow.format(3, 1000), **weights})
+    resampled = dode.lambdas.match.Request.fitted(**{**request, "model": "fp1-shift6"},
+                                                  sampling=flow.format(6, 1000), weights="file:ab; none")
+    assert dode.lambdas.match.differences(same, resampled) == ["shift 3, not 6"]  # the same weights: no other model
+    other = replace(resampled, weights="file:cd; none")
+    assert dode.lambdas.match.differences(same, other) == ["another model (fp1-shift3)", "shift 3, not 6"]
     unrecorded = fitted(sigma_max=1.0)  # a WebUI entry: no model sampling recorded, the model identity decides
     assert dode.lambdas.match.find([unrecorded], grid) is unrecorded
