@@ -31,7 +31,8 @@ def entry_rows(store, files, model_ids=None):
             rows.append({"file": name, "error": "cannot be read (the log says why)"})
         for entry in entries:
             rows.append({"file": name, "id": entry_id(entry), "title": entry_title(entry),
-                         "model": entry.metrics.get("model_name") or entry.metrics.get("checkpoint") or "unnamed model",
+                         "model": entry.metrics.get("model_name") or entry.metrics.get("checkpoint") or entry.model
+                         or "unnamed model",
                          "this_model": None if model_ids is None else bool(set(model_ids) & entry.ids),
                          "created": entry.created or ""})
     return rows

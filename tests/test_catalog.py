@@ -25,7 +25,7 @@ def test_rows_list_every_entry_mark_the_models_and_name_unreadable_files(tmp_pat
     store = dode.LambdaStore([tmp_path])
     rows = entry_rows(store, [("good.safetensors", str(good)), ("broken.safetensors", str(broken))], ["model-a"])
     assert [(r["file"], r.get("this_model"), r.get("model")) for r in rows] == [
-        ("good.safetensors", True, "toy"), ("good.safetensors", False, "unnamed model"), ("broken.safetensors", None,
+        ("good.safetensors", True, "toy"), ("good.safetensors", False, "model-b"), ("broken.safetensors", None,
                                                                                            None)]
     assert "error" in rows[2] and str(tmp_path) not in rows[2]["error"]
     assert entry_rows(store, [("good.safetensors", str(good))])[0]["this_model"] is None

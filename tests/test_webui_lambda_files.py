@@ -43,6 +43,17 @@ def test_removing_an_entry_by_its_dropdown_label(webui):
     assert lf.remove_choice(side).endswith("(0 left).") and not webui.ckpt.with_name("toy.dode.safetensors").exists()
 
 
+def test_the_list_never_loads_a_model(webui):
+    """With no model loaded (A1111's shared.sd_model would load one), nothing is marked and no sidecar is known."""
+    from modules import sd_models
+    folder(webui).mkdir(parents=True)
+    two_files(webui)
+    sd_models.model_data.sd_model = None
+    rows = webui.ext.lambda_files.rows()
+    assert [r["file"] for r in rows] == ["fits.safetensors"] * 2 and {r["this_model"] for r in rows} == {None}
+    assert rows[1]["model"] == "0123456789"  # no model name recorded: its identity
+
+
 def test_no_lambda_files_yet_says_how_to_get_one(webui):
     assert webui.ext.lambda_files.rows() == []
     assert "Auto-distill λ" in webui.ext.lambda_files.table([])

@@ -35,7 +35,7 @@ def webui(tmp_path, monkeypatch):
     """A fresh stub WebUI with the extension loaded; models/ in tmp_path."""
     purge("modules", PKG)
     monkeypatch.syspath_prepend(STUB)
-    from modules import paths, script_callbacks, sd_samplers, shared
+    from modules import paths, script_callbacks, sd_models, sd_samplers, shared
     monkeypatch.setattr(paths, "models_path", str(tmp_path / "models"))
     script = load_script()
     script_callbacks.ui_settings_callback()
@@ -44,7 +44,7 @@ def webui(tmp_path, monkeypatch):
     ckpt.write_bytes(b"not really a checkpoint" * 100)
     sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     info = SimpleNamespace(filename=str(ckpt), sha256=sha, shorthash=sha[:10], title=f"toy.safetensors [{sha[:10]}]")
-    shared.sd_model = SimpleNamespace(sd_checkpoint_info=info, sd_model_hash=sha[:10])
+    shared.sd_model = sd_models.model_data.sd_model = SimpleNamespace(sd_checkpoint_info=info, sd_model_hash=sha[:10])
     yield SimpleNamespace(script=script, ext=sys.modules[PKG + ".webui"], sd_samplers=sd_samplers, shared=shared,
                           callbacks=script_callbacks, info=info, ckpt=ckpt, ident=sha[:10], tmp=tmp_path,
                           core=sys.modules[PKG + ".samplers"], lambdas=sys.modules[PKG + ".lambdas"])

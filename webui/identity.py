@@ -7,10 +7,27 @@ from ..lambdas import autov2
 from .paths import lambda_dir
 
 
+def loaded_model():
+    """The loaded model, or None; unlike ``shared.sd_model`` (which loads one when none is), it never loads."""
+    try:
+        from modules import sd_models
+    except ImportError:
+        return None
+    model_data = getattr(sd_models, "model_data", None)
+    if model_data is None:  # a WebUI without SdModelData
+        from modules import shared
+        return getattr(shared, "sd_model", None)
+    return getattr(model_data, "sd_model", None)
+
+
 def checkpoint(p):
-    """(AutoV2 hash or None, CheckpointInfo or None) of the model being sampled."""
-    from modules import shared
-    sd_model = getattr(p, "sd_model", None) or getattr(shared, "sd_model", None)
+    """(AutoV2 hash or None, CheckpointInfo or None) of the model being sampled (``p`` None: the loaded model, if
+    any; nothing is loaded)."""
+    if p is None:
+        sd_model = loaded_model()
+    else:
+        from modules import shared
+        sd_model = getattr(p, "sd_model", None) or getattr(shared, "sd_model", None)
     info = getattr(sd_model, "sd_checkpoint_info", None)
     short = getattr(info, "shorthash", None) or (getattr(info, "sha256", None) or "")[:10] or None
     filename = getattr(info, "filename", None)

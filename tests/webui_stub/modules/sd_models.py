@@ -6,6 +6,7 @@ from . import modelloader
 
 checkpoints_list = {}
 checkpoint_aliases = {}
+model_data = SimpleNamespace(sd_model=None)  # the loaded model (A1111's shared.sd_model loads one when it is None)
 models_files = modelloader.found  # tests set the files the "folder scan" finds
 opened = []
 

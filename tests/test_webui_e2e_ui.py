@@ -1,0 +1,235 @@
+"""End-to-end in a real browser: the "D-ODE λ files" accordion of A1111 1.10's txt2img page, driven through the DOM.
+
+Skipped unless WEBUI_DIR points at a WebUI checkout whose environment is installed (as tests/test_webui_e2e.py) and
+DODE_E2E_CHROMIUM names a Chromium binary. WEBUI_PYTHON and WEBUI_ARGS as in tests/test_webui_e2e.py.
+
+The WebUI starts with its Gradio UI (no ``--nowebui``) on CPU, without loading a model, with ``--data-dir`` in a
+temporary folder laid out as test_webui_e2e.py's ``server`` fixture does (extensions/dode linked to this repo, a dummy
+checkpoint and its λ sidecar) plus models/D-ODE/listed.safetensors with two entries, written before the page loads.
+Two things a plain ``launch.py --skip-prepare-environment`` lacks are supplied without touching WEBUI_DIR: the UI
+mounts repositories/stable-diffusion-webui-assets (cloned by the skipped prepare step), so when it is missing the
+launcher points ``launch_utils.repo_dir`` for it at an empty temporary folder; and Gradio serves the WebUI's
+script.js only from its working directory or an allowed path, so ``--gradio-allowed-path WEBUI_DIR`` is passed (the
+working directory is the data dir).
+
+Headless Chromium is driven over the DevTools protocol (tests/webui_e2e/cdp.py, standard library only) with real
+mouse clicks and typed text. The tests run in order on one page: the accordion lists both entries; choosing one in
+"Entry to remove" and pressing Remove removes it (status line, table, file on disk); Refresh shows a file written
+afterwards."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from test_webui_e2e import DEFAULT_ARGS, ROOT, START_TIMEOUT, core_package, free_port
+from webui_e2e.cdp import Browser, DevToolsError
+
+WEBUI_DIR = os.environ.get("WEBUI_DIR")
+CHROMIUM = os.environ.get("DODE_E2E_CHROMIUM")
+pytestmark = pytest.mark.skipif(not (WEBUI_DIR and CHROMIUM),
+                                reason="set WEBUI_DIR and DODE_E2E_CHROMIUM to run the browser e2e test")
+
+LAUNCH = """
+import os, runpy, sys
+webui, assets = sys.argv[1:3]
+sys.argv = [os.path.join(webui, "launch.py")] + sys.argv[3:]
+sys.path.insert(0, webui)
+from modules import launch_utils
+stock = launch_utils.repo_dir
+def repo_dir(name):
+    real = stock(name)
+    return assets if name == "stable-diffusion-webui-assets" and not os.path.isdir(real) else real
+launch_utils.repo_dir = repo_dir
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+ACCORDION = "gradioApp().querySelector('#tab_txt2img .gradio-accordion.dode-lambda-files')"
+ROWS = (f"(() => {{ const t = {ACCORDION}.querySelector('table.dode-lambda-files');"
+        " return t ? Array.from(t.querySelectorAll('tr')).slice(1)"
+        ".map(r => Array.from(r.cells).map(c => c.innerText.trim())) : null; })()")
+STATUS = f"{ACCORDION}.querySelector('.gradio-markdown').innerText.trim()"
+OPTIONS = (f"Array.from({ACCORDION}.querySelectorAll('.gradio-dropdown ul.options li.item'))"
+           ".map(li => li.getAttribute('data-value'))")
+
+
+def entry(core, sampler, steps, cfg, model):
+    sigmas = core.samplers.karras_sigmas(steps)
+    return core.lambdas.LambdaEntry(sampler=sampler, sigmas=sigmas, model=model, cfg=cfg,
+                                    lambdas=[0.1] * core.samplers.nfe(sampler, sigmas))
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    """The WebUI with its UI, and a headless Chromium page on its txt2img tab."""
+    webui_dir = os.path.abspath(WEBUI_DIR)
+    python = os.environ.get("WEBUI_PYTHON") or next(
+        (p for p in (os.path.join(webui_dir, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
+    data = tmp_path_factory.mktemp("webui-ui-data")
+    (data / "extensions").mkdir()
+    os.symlink(ROOT, data / "extensions" / "dode")
+    checkpoints = data / "models" / "Stable-diffusion"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
+    core = core_package()
+    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [core.lambdas.LambdaEntry(
+        sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1], model="e2e")])
+    folder = data / "models" / "D-ODE"
+    folder.mkdir(parents=True)
+    core.lambdas.save_lambdas(folder / "listed.safetensors", [entry(core, "heun", 4, 3.0, "0123456789"),
+                                                              entry(core, "euler", 5, 7.0, "abcdef0123")])
+    assets = tmp_path_factory.mktemp("webui-assets")
+    port = free_port()
+    args = [python, "-c", LAUNCH, webui_dir, str(assets), "--skip-prepare-environment", "--skip-load-model-at-start",
+            "--no-download-sd-model", "--port", str(port), "--data-dir", str(data),
+            "--gradio-allowed-path", webui_dir, *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
+    log_path = data / "webui.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=str(data), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    browser = None
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the WebUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(base + "/", timeout=10) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the WebUI UI did not answer in {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(2)
+        browser = Browser(CHROMIUM, str(tmp_path_factory.mktemp("chromium-profile")), free_port())
+        browser.call("Page.navigate", url=base + "/")
+        try:
+            browser.wait_for(f"!!(window.gradioApp && {ACCORDION.replace('gradioApp()', 'window.gradioApp()')})",
+                             timeout=180, what="the txt2img tab's D-ODE λ files accordion")
+        except DevToolsError as e:
+            shot = data / "page.png"
+            browser.screenshot(shot)
+            pytest.fail(f"{e}; screenshot {shot}; page text:\n"
+                        f"{browser.evaluate('document.body.innerText.slice(0, 2000)')}\n{log_path.read_text()[-3000:]}")
+        yield type("WebUI", (), {"base": base, "data": data, "log": log_path, "page": browser, "core": core,
+                                 "folder": folder})
+    finally:
+        if browser is not None:
+            browser.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the process group of the WebUI started above
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def center(page, selector, text=None):
+    """Scrolls the first element under the accordion matching ``selector`` (and, if given, whose trimmed text is
+    ``text``) into view and returns its centre in page coordinates."""
+    found = page.evaluate(
+        f"(() => {{ const e = Array.from({ACCORDION}.querySelectorAll({json.dumps(selector)}))"
+        f".find(e => {json.dumps(text)} === null || e.textContent.trim() === {json.dumps(text)});"
+        " if (!e) return null; e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2, r.width * r.height]; })()")
+    assert found and found[2] > 0, f"no visible {selector!r} {text or ''} in the accordion:\n{accordion_html(page)}"
+    return found[:2]
+
+
+def click(page, selector, text=None):
+    page.click_at(*center(page, selector, text))
+
+
+def accordion_html(page):
+    return page.evaluate(f"{ACCORDION}.outerHTML").replace("><", ">\n<")[:6000]
+
+
+def wait(page, expression, what, server, timeout=60):
+    try:
+        return page.wait_for(expression, timeout=timeout, what=what)
+    except DevToolsError as e:
+        pytest.fail(f"{e}\nthe accordion:\n{accordion_html(page)}\nthe server log:\n{server.log.read_text()[-3000:]}")
+
+
+def test_the_accordion_lists_both_entries(webui):
+    page = webui.page
+    label = page.evaluate(f"{ACCORDION}.querySelector('.label-wrap').innerText.trim()")
+    assert label.startswith("D-ODE λ files"), label
+    table_visible = (f"(() => {{ const t = {ACCORDION}.querySelector('table.dode-lambda-files');"
+                     " return !!t && t.offsetParent !== null; })()")
+    assert not page.evaluate(table_visible)  # closed at first
+    click(page, ".label-wrap")
+    wait(page, table_visible, "the λ table to show", webui)
+    rows = page.evaluate(ROWS)
+    assert [(r[1], r[2]) for r in rows] == [("listed.safetensors", "heun, 4 steps, cfg 3"),
+                                            ("listed.safetensors", "euler, 5 steps, cfg 7")], rows
+    assert "lambda_files.py" not in webui.log.read_text()  # building the list loads no model (no traceback through it)
+    assert all(r[0] == "" for r in rows), rows  # neither is marked for the (unloaded) checkpoint
+
+
+def offered(server):
+    """The choices "Entry to remove" lists when its input is clicked; the list is then closed with Escape and the
+    input left by clicking the table (a focused input does not reopen its list on a click)."""
+    page = server.page
+    click(page, ".gradio-dropdown input")
+    wait(page, f"{OPTIONS}.length > 0", "the dropdown's options", server, timeout=10)
+    choices = page.evaluate(OPTIONS)
+    page.press("Escape")
+    click(page, "table.dode-lambda-files")
+    wait(page, f"document.activeElement !== {ACCORDION}.querySelector('.gradio-dropdown input')",
+         "the dropdown to lose focus", server, timeout=10)
+    return choices
+
+
+def choose(server, label, typed):
+    """Picks ``label`` in "Entry to remove" as a user does: clicks the input, types ``typed`` (which filters the
+    list), clicks the option."""
+    page = server.page
+    click(page, ".gradio-dropdown input")
+    wait(page, f"{OPTIONS}.length > 0", "the dropdown's options", server, timeout=10)
+    page.type_text(typed)
+    wait(page, f"{OPTIONS}.includes({json.dumps(label)})", f"option {label!r} after typing {typed!r}", server, 10)
+    click(page, f".gradio-dropdown ul.options li.item[data-value={json.dumps(label, ensure_ascii=False)}]")
+    wait(page, f"{ACCORDION}.querySelector('.gradio-dropdown input').value === {json.dumps(label)}",
+         f"the dropdown to show {label!r}", server, 10)
+
+
+def test_remove_an_entry(webui):
+    page = webui.page
+    choices = offered(webui)
+    heun = [c for c in choices if " · heun, 4 steps, cfg 3 · " in c]
+    assert len(choices) == 2 and len(heun) == 1 and all(c.startswith("listed.safetensors · ") for c in choices), \
+        choices
+    choose(webui, heun[0], "heun")
+    click(page, "button", "Remove")
+    expected = "Removed heun, 4 steps, cfg 3 from listed.safetensors (1 left)."
+    wait(page, f"{STATUS} === {json.dumps(expected)}", f"the status {expected!r}", webui)
+    rows = page.evaluate(ROWS)
+    assert [(r[1], r[2]) for r in rows] == [("listed.safetensors", "euler, 5 steps, cfg 7")], rows
+    left = webui.core.lambdas.load_lambdas(webui.folder / "listed.safetensors")
+    assert [(e.sampler, e.steps, e.cfg) for e in left] == [("euler", 5, 7.0)]
+    assert page.evaluate(f"{ACCORDION}.querySelector('.gradio-dropdown input').value") == ""  # value reset
+
+
+def test_refresh_shows_a_new_file(webui):
+    page = webui.page
+    core = webui.core
+    core.lambdas.save_lambdas(webui.folder / "fresh.safetensors", [entry(core, "euler", 6, 5.0, "fedcba9876")])
+    assert not any(r[1] == "fresh.safetensors" for r in page.evaluate(ROWS))  # not before Refresh
+    click(page, "button", "Refresh")
+    wait(page, f"{ROWS}.some(r => r[1] === 'fresh.safetensors')", "fresh.safetensors in the table", webui)
+    rows = sorted((r[1], r[2]) for r in page.evaluate(ROWS))
+    assert rows == [("fresh.safetensors", "euler, 6 steps, cfg 5"), ("listed.safetensors", "euler, 5 steps, cfg 7")]
+    assert page.evaluate(STATUS) == ""  # Refresh clears the last status line
+    choices = sorted(c.rsplit(" · ", 1)[0] for c in offered(webui))
+    assert choices == ["fresh.safetensors · euler, 6 steps, cfg 5", "listed.safetensors · euler, 5 steps, cfg 7"]
