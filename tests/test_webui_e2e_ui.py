@@ -15,7 +15,17 @@ working directory is the data dir).
 Headless Chromium is driven over the DevTools protocol (tests/webui_e2e/cdp.py, standard library only) with real
 mouse clicks and typed text. The tests run in order on one page: the accordion lists both entries; choosing one in
 "Entry to remove" and pressing Remove removes it (status line, table, file on disk); Refresh shows a file written
-afterwards."""
+afterwards.
+
+A second WebUI (fixture ``generating``, its own data dir, Settings at their defaults) loads a checkpoint at start:
+WEBUI_CKPT, else the tiny random SD1 checkpoint test_webui_e2e.py builds for WEBUI_E2E_TXT2IMG, with the CLIP
+tokenizer folder it writes in the working directory. In its txt2img tab the sampler "Euler (D-ODE)", the schedule
+type "D-ODE fitted", 4 steps and 64×64 are set through the dropdowns and sliders and Generate is pressed: with no fit
+and auto-distill off, the comments under the image (A1111's ``p.comments``, below the generation info) say that the
+stock Karras schedule and the stock sampler ran and what to turn on, and the infotext says "D-ODE schedule: Karras
+(no fit)" and "D-ODE λ: none"; after a damaged models/D-ODE/broken.safetensors is written, the next Generate names
+it there too."""
+import contextlib
 import json
 import os
 import shlex
@@ -28,7 +38,8 @@ import urllib.request
 
 import pytest
 
-from test_webui_e2e import DEFAULT_ARGS, ROOT, START_TIMEOUT, core_package, free_port
+from test_webui_e2e import (DEFAULT_ARGS, ROOT, START_TIMEOUT, core_package, field, free_port, write_clip_folder,
+                             write_random_checkpoint)
 from webui_e2e.cdp import Browser, DevToolsError
 
 WEBUI_DIR = os.environ.get("WEBUI_DIR")
@@ -65,30 +76,28 @@ def entry(core, sampler, steps, cfg, model):
                                     lambdas=[0.1] * core.samplers.nfe(sampler, sigmas))
 
 
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory):
-    """The WebUI with its UI, and a headless Chromium page on its txt2img tab."""
-    webui_dir = os.path.abspath(WEBUI_DIR)
-    python = os.environ.get("WEBUI_PYTHON") or next(
+def webui_python(webui_dir):
+    return os.environ.get("WEBUI_PYTHON") or next(
         (p for p in (os.path.join(webui_dir, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
-    data = tmp_path_factory.mktemp("webui-ui-data")
+
+
+def linked_data_dir(tmp_path_factory, name):
+    """A temporary --data-dir whose extensions/dode links to this repo."""
+    data = tmp_path_factory.mktemp(name)
     (data / "extensions").mkdir()
     os.symlink(ROOT, data / "extensions" / "dode")
-    checkpoints = data / "models" / "Stable-diffusion"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
-    core = core_package()
-    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [core.lambdas.LambdaEntry(
-        sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1], model="e2e")])
-    folder = data / "models" / "D-ODE"
-    folder.mkdir(parents=True)
-    core.lambdas.save_lambdas(folder / "listed.safetensors", [entry(core, "heun", 4, 3.0, "0123456789"),
-                                                              entry(core, "euler", 5, 7.0, "abcdef0123")])
+    return data
+
+
+@contextlib.contextmanager
+def ui_server(tmp_path_factory, webui_dir, python, data, ready, what, extra_args=()):
+    """Starts the WebUI with its UI (working directory ``data``), opens its page in headless Chromium, waits for the
+    JavaScript expression ``ready`` and yields (base URL, log path, Browser); stops both afterwards."""
     assets = tmp_path_factory.mktemp("webui-assets")
     port = free_port()
-    args = [python, "-c", LAUNCH, webui_dir, str(assets), "--skip-prepare-environment", "--skip-load-model-at-start",
-            "--no-download-sd-model", "--port", str(port), "--data-dir", str(data),
-            "--gradio-allowed-path", webui_dir, *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
+    args = [python, "-c", LAUNCH, webui_dir, str(assets), "--skip-prepare-environment", "--no-download-sd-model",
+            "--port", str(port), "--data-dir", str(data), "--gradio-allowed-path", webui_dir, *extra_args,
+            *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
     log_path = data / "webui.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(args, cwd=str(data), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -112,15 +121,13 @@ def webui(tmp_path_factory):
         browser = Browser(CHROMIUM, str(tmp_path_factory.mktemp("chromium-profile")), free_port())
         browser.call("Page.navigate", url=base + "/")
         try:
-            browser.wait_for(f"!!(window.gradioApp && {ACCORDION.replace('gradioApp()', 'window.gradioApp()')})",
-                             timeout=180, what="the txt2img tab's D-ODE λ files accordion")
+            browser.wait_for(ready, timeout=180, what=what)
         except DevToolsError as e:
             shot = data / "page.png"
             browser.screenshot(shot)
             pytest.fail(f"{e}; screenshot {shot}; page text:\n"
                         f"{browser.evaluate('document.body.innerText.slice(0, 2000)')}\n{log_path.read_text()[-3000:]}")
-        yield type("WebUI", (), {"base": base, "data": data, "log": log_path, "page": browser, "core": core,
-                                 "folder": folder})
+        yield base, log_path, browser
     finally:
         if browser is not None:
             browser.close()
@@ -132,6 +139,28 @@ def webui(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    """The WebUI with its UI, and a headless Chromium page on its txt2img tab."""
+    webui_dir = os.path.abspath(WEBUI_DIR)
+    data = linked_data_dir(tmp_path_factory, "webui-ui-data")
+    checkpoints = data / "models" / "Stable-diffusion"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
+    core = core_package()
+    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [core.lambdas.LambdaEntry(
+        sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1], model="e2e")])
+    folder = data / "models" / "D-ODE"
+    folder.mkdir(parents=True)
+    core.lambdas.save_lambdas(folder / "listed.safetensors", [entry(core, "heun", 4, 3.0, "0123456789"),
+                                                              entry(core, "euler", 5, 7.0, "abcdef0123")])
+    ready = f"!!(window.gradioApp && {ACCORDION.replace('gradioApp()', 'window.gradioApp()')})"
+    with ui_server(tmp_path_factory, webui_dir, webui_python(webui_dir), data, ready,
+                   "the txt2img tab's D-ODE λ files accordion", ["--skip-load-model-at-start"]) as (base, log, page):
+        yield type("WebUI", (), {"base": base, "data": data, "log": log, "page": page, "core": core,
+                                 "folder": folder})
 
 
 def center(page, selector, text=None):
@@ -233,3 +262,144 @@ def test_refresh_shows_a_new_file(webui):
     assert page.evaluate(STATUS) == ""  # Refresh clears the last status line
     choices = sorted(c.rsplit(" · ", 1)[0] for c in offered(webui))
     assert choices == ["fresh.safetensors · euler, 6 steps, cfg 5", "listed.safetensors · euler, 5 steps, cfg 7"]
+
+
+@pytest.fixture(scope="module")
+def generating(tmp_path_factory):
+    """The WebUI with its UI and a loaded checkpoint (WEBUI_CKPT, else the tiny random SD1 checkpoint that
+    test_webui_e2e.py builds for WEBUI_E2E_TXT2IMG, with the CLIP tokenizer folder in the working directory),
+    Settings at their defaults, and a headless Chromium page on its txt2img tab."""
+    webui_dir = os.path.abspath(WEBUI_DIR)
+    python = webui_python(webui_dir)
+    data = linked_data_dir(tmp_path_factory, "webui-ui-txt2img")
+    ckpt = os.environ.get("WEBUI_CKPT")
+    if not ckpt:
+        ckpt = tmp_path_factory.mktemp("webui-ui-ckpt") / "random-tiny.safetensors"
+        write_random_checkpoint(ckpt, webui_dir, python, tiny=True)
+    write_clip_folder(str(data), python)  # the working directory is the data dir
+    ready = ("!!(window.gradioApp && window.gradioApp().querySelector('#txt2img_generate')"
+             " && window.gradioApp().querySelector('#txt2img_sampling input'))")
+    with ui_server(tmp_path_factory, webui_dir, python, data, ready, "the txt2img tab's Generate button",
+                   ["--ckpt", str(ckpt), "--do-not-download-clip", "--disable-nan-check"]) as (base, log, page):
+        yield type("Generating", (), {"base": base, "data": data, "log": log, "page": page,
+                                      "folder": data / "models" / "D-ODE"})
+
+
+def app(selector):
+    return f"gradioApp().querySelector({json.dumps(selector)})"
+
+
+def point(page, selector):
+    """Scrolls the element ``selector`` (in the Gradio app) into view and returns its centre."""
+    found = page.evaluate(
+        f"(() => {{ const e = {app(selector)}; if (!e) return null; e.scrollIntoView({{block: 'center'}});"
+        " const r = e.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2, r.width * r.height]; })()")
+    assert found and found[2] > 0, f"no visible {selector!r} on the page"
+    return found[:2]
+
+
+def until(server, expression, what, timeout=30):
+    try:
+        return server.page.wait_for(expression, timeout=timeout, what=what)
+    except DevToolsError as e:
+        pytest.fail(f"{e}\nthe page's results:\n{results_text(server.page)}\nthe server log:\n"
+                    f"{server.log.read_text()[-4000:]}")
+
+
+def results_text(page):
+    return page.evaluate(f"(() => {{ const e = {app('#txt2img_results')}; return e ? e.innerText : null; }})()")
+
+
+def replace_text(page, selector, text):
+    """Clicks the input ``selector``, selects what it holds and types ``text`` over it."""
+    page.click_at(*point(page, selector))
+    page.evaluate("document.activeElement.select()")
+    page.type_text(text)
+
+
+def set_dropdown(server, elem_id, value, typed):
+    """Picks ``value`` in the dropdown ``#elem_id`` as a user does: clicks it, types ``typed`` over its text (which
+    filters the list), clicks the option."""
+    page = server.page
+    options = f"Array.from({app(f'#{elem_id} ul.options')}?.querySelectorAll('li.item') || [])" \
+              ".map(li => li.getAttribute('data-value'))"
+    replace_text(page, f"#{elem_id} input", typed)
+    until(server, f"{options}.includes({json.dumps(value)})", f"option {value!r} in #{elem_id}", 10)
+    page.click_at(*point(page, f"#{elem_id} ul.options li.item[data-value={json.dumps(value, ensure_ascii=False)}]"))
+    until(server, f"{app(f'#{elem_id} input')}.value === {json.dumps(value)}", f"#{elem_id} to show {value!r}", 10)
+
+
+def set_slider(server, elem_id, value):
+    """Types ``value`` into the number box of the slider ``#elem_id`` and leaves it with Tab."""
+    page = server.page
+    replace_text(page, f"#{elem_id} input[type=number]", str(value))
+    page.press("Tab", keycode=9)
+    until(server, f"{app(f'#{elem_id} input[type=range]')}.value === {json.dumps(str(value))}",
+          f"#{elem_id} at {value}", 10)
+
+
+def generate_in_page(server, prompt):
+    """Types ``prompt``, presses Generate and returns (the infotext's lines, the comments block's lines) once the
+    infotext of this generation (which starts with ``prompt``) is shown."""
+    page = server.page
+    replace_text(page, "#txt2img_prompt textarea", prompt)
+    # while a job runs (and until the page's progress polling ends) Interrupt and Skip cover the Generate button
+    covers = "['#txt2img_interrupt', '#txt2img_skip', '#txt2img_interrupting']"
+    idle = (f"{covers}.every(s => {{ const e = gradioApp().querySelector(s);"
+            " return !e || e.style.display !== 'block'; })")
+    until(server, idle, "the Generate button to be uncovered (no job running)", timeout=120)
+    x, y = point(page, "#txt2img_generate")
+    hit = f"!!document.elementFromPoint({x}, {y})?.closest('#txt2img_generate')"
+    assert page.evaluate(hit), page.evaluate(f"document.elementFromPoint({x}, {y})?.outerHTML")
+    page.click_at(x, y)
+    done = (f"(() => {{ const info = {app('#html_info_txt2img')}, log = {app('#html_log_txt2img')};"
+            " const error = log && log.querySelector('.error');"
+            " if (error) return 'error: ' + error.innerText;"
+            f" return info && info.innerText.startsWith({json.dumps(prompt)}) ? 'done' : null; }})()")
+    state = until(server, done, f"the generation of {prompt!r} to finish", timeout=300)
+    assert state == "done", f"{state}\n{server.log.read_text()[-4000:]}"
+    info = page.evaluate(f"{app('#html_info_txt2img')}.innerText")
+    comments = page.evaluate(f"(() => {{ const c = {app('#html_log_txt2img p.comments')};"
+                             " return c ? c.innerText : null; })()")
+    split = lambda text: [line.strip() for line in (text or "").splitlines() if line.strip()]  # noqa: E731
+    return split(info), split(comments)
+
+
+HOW_TO_FIT = 'turn on Settings → D-ODE → "Auto-distill λ" and generate again to fit one'
+SCHEDULE_MESSAGE = ("D-ODE fitted: this image used the stock Karras schedule: no fitted schedule for this checkpoint, "
+                    f"sampler, steps and CFG scale; {HOW_TO_FIT}.")
+SAMPLER_MESSAGE = ("D-ODE: Euler (D-ODE) ran as the stock sampler (λ = 0): no λ fitted for this checkpoint, steps, "
+                   f"schedule type and CFG scale; {HOW_TO_FIT}.")
+
+
+def test_txt2img_shows_d_ode_messages_under_the_image(generating):
+    """Euler (D-ODE) on "D-ODE fitted" with no fit and auto-distill off: the comments under the image say that the
+    stock Karras schedule and the stock sampler ran and what to turn on; then a damaged λ file in models/D-ODE is
+    named there too."""
+    server = generating
+    set_dropdown(server, "txt2img_sampling", "Euler (D-ODE)", "(D-ODE)")
+    set_dropdown(server, "txt2img_scheduler", "D-ODE fitted", "fitted")
+    set_slider(server, "txt2img_steps", 4)
+    set_slider(server, "txt2img_width", 64)
+    set_slider(server, "txt2img_height", 64)
+
+    info, comments = generate_in_page(server, "a photo of a cat")
+    params = info[-1]
+    assert field(params, "Sampler") == "Euler (D-ODE)" and field(params, "Schedule type") == "D-ODE fitted", info
+    assert field(params, "Steps") == "4" and field(params, "Size") == "64x64", info
+    assert field(params, "D-ODE schedule") == "Karras (no fit)" and field(params, "D-ODE λ") == "none", info
+    assert field(params, "D-ODE fit") is None, info
+    dode = [line for line in comments if line.startswith("D-ODE")]
+    assert dode == [SCHEDULE_MESSAGE, SAMPLER_MESSAGE], comments
+    assert not any(line.startswith("D-ODE") for line in info), info  # the messages are not in the infotext
+
+    server.folder.mkdir(parents=True, exist_ok=True)
+    (server.folder / "broken.safetensors").write_bytes(b"garbage, not a safetensors file")
+    info, comments = generate_in_page(server, "a photo of a dog")
+    assert field(info[-1], "D-ODE schedule") == "Karras (no fit)" and field(info[-1], "D-ODE λ") == "none", info
+    skipped = [line for line in comments if line.startswith("D-ODE: skipped the λ file ")]
+    assert len(skipped) == 1 and skipped[0].startswith("D-ODE: skipped the λ file broken.safetensors: "), comments
+    assert skipped[0].startswith("D-ODE: skipped the λ file broken.safetensors: not a readable safetensors file"), \
+        skipped  # its name, not its path on the server
+    assert SCHEDULE_MESSAGE in comments and SAMPLER_MESSAGE in comments, comments

@@ -39,7 +39,8 @@ def skipped_files(info):
     """``[(file name, why), ...]`` of the unreadable λ files this generation's lookup skipped."""
     side = sidecar(info)
     stores = [store_for([lambda_dir()])] + ([store_for(files=[side])] if side and os.path.isfile(side) else [])
-    return [(os.path.basename(path), why) for store in stores for path, why in store.skipped]
+    return [(os.path.basename(path), why[len(path) + 2:] if why.startswith(path + ": ") else why)
+            for store in stores for path, why in store.skipped]
 
 
 def search(request, ident, info):
