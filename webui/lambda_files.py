@@ -79,10 +79,11 @@ def build_ui():
         current = rows()
         return table(current), gr.update(choices=removable(current), value=None), status
 
+    current = rows()
     with gr.Accordion("D-ODE λ files", open=False, elem_classes=["dode-lambda-files"]):
-        listing = gr.HTML(table(rows()))
+        listing = gr.HTML(table(current))
         with gr.Row():
-            entry = gr.Dropdown(label="Entry to remove", choices=removable(rows()))
+            entry = gr.Dropdown(label="Entry to remove", choices=removable(current))
             refresh_button = gr.Button("Refresh")
             remove_button = gr.Button("Remove", variant="stop")
         status = gr.Markdown("")
