@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .schema import same_sigma, shift_of
+from .schema import known_sampling, same_sigma, shift_of
 
 ANY = "any"  # a request field the caller does not know (the ComfyUI scheduler: sampler, cfg)
 LAMBDA_HINT = ("λ is only valid for the exact model, sampler, σ grid, model sampling (shift) and CFG scale it was "
@@ -75,10 +75,6 @@ class Request:
                     f"{cfg}{models}")
         s = self.sigmas
         return f"λ for {sampler}, {len(s) - 1} steps, σ {float(s[0]):.4g}→{float(s[-1]):.4g}, {cfg}{models}"
-
-
-def known_sampling(sampling):
-    return None if sampling in (None, "", "unknown") else str(sampling)
 
 
 def sampling_difference(entry, request):

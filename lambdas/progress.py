@@ -1,7 +1,7 @@
 """A fit's progress as one count over its phases, and what it costs in generations: what both hosts show."""
-from ..samplers import landing_sigmas, nfe
+from ..samplers import nfe
 from .fit import FINAL_BUDGET, SCHEDULE_BUDGET
-from .teacher import DEFAULT_SCALE, greedy_rows, teacher_grid
+from .teacher import DEFAULT_SCALE, greedy_rows
 
 FIT_UNITS = 100  # the final fit's phase: its row budget is only known once it starts
 
@@ -47,6 +47,4 @@ def fit_generations(x, sigmas, sampler, teacher, objective, schedule=False, scal
     if objective == "final" or schedule:
         return (SCHEDULE_BUDGET if schedule else FINAL_BUDGET) * greedy_rows(x, sigmas, sampler, teacher, flow) \
             / generation
-    landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
-    teacher_rows = nfe(teacher, teacher_grid(sigmas, landings, DEFAULT_SCALE if scale is None else scale))
-    return teacher_rows * x.shape[0] / generation + 1
+    return greedy_rows(x, sigmas, sampler, teacher, flow, DEFAULT_SCALE if scale is None else scale) / generation

@@ -108,11 +108,16 @@ def unserved(request, problem):
     return f"no {request.describe()}: {problem}"
 
 
+def skip_reason(path, why):
+    """Why a λ file was skipped, without the path the store's reason begins with."""
+    return why[len(path) + 2:] if why.startswith(path + ": ") else why
+
+
 def skipped_text(skipped):
     """" (skipped unreadable λ files: <name> (<why>); ...)" or ""."""
     if not skipped:
         return ""
-    lines = [f"{place(path)} ({why[len(path) + 2:] if why.startswith(path + ': ') else why})" for path, why in skipped]
+    lines = [f"{place(path)} ({skip_reason(path, why)})" for path, why in skipped]
     return f" (skipped unreadable λ files: {'; '.join(lines)})"
 
 

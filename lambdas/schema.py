@@ -67,14 +67,13 @@ class LambdaEntry:
     def sampling(self):
         """The host's model-sampling key the entry was fitted under (ComfyUI's ModelSampling: shift, multiplier, σ
         range), or None where the host recorded none."""
-        value = self.metrics.get("model_sampling")
-        return value if isinstance(value, str) and value not in ("", "unknown") else None
+        return known_sampling(self.metrics.get("model_sampling"))
 
     @property
     def weights(self):
         """The host's key of the weights the entry was fitted on (ComfyUI: its base and patches), or None."""
         base, patches = self.metrics.get("model_base"), self.metrics.get("model_patches")
-        return f"{base}; {patches}" if isinstance(base, str) and isinstance(patches, str) else None
+        return weights_key(base, patches) if isinstance(base, str) and isinstance(patches, str) else None
 
     def validate(self):
         """Raises ValueError naming the field unless every field has its schema type and sampler, σ and λ agree."""
@@ -135,6 +134,16 @@ class LambdaEntry:
                 "cfg": self.cfg, "teacher": self.teacher, "scale": self.scale, "first_step": self.first_step,
                 "schedule": self.schedule, "objective": self.objective, "metrics": self.metrics,
                 "created": self.created, "dode_version": self.dode_version}
+
+
+def known_sampling(sampling):
+    """A model-sampling key, or None for none or one the host could not tell ("" or "unknown")."""
+    return sampling if isinstance(sampling, str) and sampling not in ("", "unknown") else None
+
+
+def weights_key(base, patches):
+    """The key of a model's weights alone, without its model sampling: ``<base>; <patches>``."""
+    return f"{base}; {patches}"
 
 
 def shift_of(sampling):

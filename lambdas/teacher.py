@@ -51,8 +51,9 @@ def run_teacher(model, x, grid, teacher, extra_args, callback, disable, keep, ob
     return states, final
 
 
-def greedy_rows(x, sigmas, sampler, teacher, flow):
+def greedy_rows(x, sigmas, sampler, teacher, flow, scale=DEFAULT_SCALE):
     """The network rows of the paper's greedy fit of ``sampler`` on ``sigmas`` for the batch x: one teacher run at
-    DEFAULT_SCALE on the grid refined around every landing σ, plus one student run. The final fit's budget unit."""
+    ``scale`` on the grid refined around every landing σ, plus one student run. At DEFAULT_SCALE: the final fit's
+    budget unit."""
     landings = landing_sigmas(sampler, sigmas, flow).double().cpu()
-    return (nfe(teacher, teacher_grid(sigmas, landings, DEFAULT_SCALE)) + len(landings)) * x.shape[0]
+    return (nfe(teacher, teacher_grid(sigmas, landings, scale)) + len(landings)) * x.shape[0]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..lambdas import autov2
+from ..lambdas.schema import weights_key
 
 log = logging.getLogger("dode")
 VERSION = "dode-fp1"
@@ -75,7 +76,7 @@ class ModelIdentity:
     @property
     def weights(self):
         """The weights alone (base and patches, without the model sampling), as LambdaEntry.weights reads them."""
-        return f"{self.base}; {self.patches}"
+        return weights_key(self.base, self.patches)
 
     def as_meta(self):
         return {"model_name": self.name, "model_base": self.base, "model_patches": self.patches,

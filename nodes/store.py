@@ -6,6 +6,7 @@ import threading
 from dataclasses import replace
 
 from ..lambdas import LambdaStore, catalog, load_lambdas
+from ..lambdas.resolve import skip_reason
 from . import feedback
 
 FOLDER = "dode_lambdas"
@@ -133,7 +134,7 @@ def add_alias(path, key, job):
 def report_skipped(st):
     """Tells, once per file and reason, each λ file the store skipped and why."""
     for path, why in st.skipped:
-        why = why[len(path) + 2:] if why.startswith(path + ": ") else why
+        why = skip_reason(path, why)
         feedback.tell_once(("skipped", path, why), f"skipped the λ file {os.path.basename(path)}: {why}", "warning",
                            toast=f"Skipped the λ file {os.path.basename(path)}: it cannot be read (the log says why).")
 

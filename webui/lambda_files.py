@@ -5,20 +5,14 @@ import os
 
 from ..lambdas import catalog
 from .identity import checkpoint
-from .paths import lambda_dir, sidecar
-from .sources import store_for
+from .sources import stores
 
 ROUTE = "/dode/v1/lambdas"
 
 
 def places(info):
     """``(name, path, store)`` of every λ file: models/D-ODE's, then the checkpoint's sidecar if there is one."""
-    store = store_for([lambda_dir()])
-    found = [(os.path.basename(path), path, store) for path in store.paths()]
-    side = sidecar(info)
-    if side and os.path.isfile(side):
-        found.append((os.path.basename(side), side, store_for(files=[side])))
-    return found
+    return [(os.path.basename(path), path, store) for store in stores(info) for path in store.paths()]
 
 
 def rows():

@@ -10,9 +10,14 @@ from .settings import how_to_fit, opt
 from .sources import lookup_schedule
 
 
+def sampler_label(p):
+    """The WebUI label of the generation's sampler, or None."""
+    return getattr(getattr(getattr(p, "sampler", None), "config", None), "name", None)
+
+
 def schedule_for(p, steps, sigma_max):
     """(fitted entry, infotext reference) for the generation ``p``, or (None, reason)."""
-    label = getattr(getattr(getattr(p, "sampler", None), "config", None), "name", None)
+    label = sampler_label(p)
     name = core_sampler(label)
     if name is None:
         return None, f"the sampler {label} has no D-ODE solver to fit a schedule for"
@@ -26,8 +31,7 @@ def schedule_for(p, steps, sigma_max):
 
 def will_fit(p):
     """True if this generation's D-ODE sampler auto-distills a schedule on a miss (full pass, settings on)."""
-    label = getattr(getattr(getattr(p, "sampler", None), "config", None), "name", None)
-    return (label in labels() and not getattr(p, "is_hr_pass", False) and bool(opt("dode_auto_distill"))
+    return (sampler_label(p) in labels() and not getattr(p, "is_hr_pass", False) and bool(opt("dode_auto_distill"))
             and bool(opt("dode_fit_schedule")))
 
 

@@ -3,7 +3,7 @@ import os
 
 from ..lambdas import LambdaStore
 from ..lambdas.match import Request, place
-from ..lambdas.resolve import lookup_order, resolve, store_source
+from ..lambdas.resolve import lookup_order, resolve, skip_reason, store_source
 from .identity import is_bare_checkpoint
 from .paths import lambda_dir, sidecar
 
@@ -24,23 +24,24 @@ def entry_ref(store, path, entry):
     return f"{os.path.basename(path)}#{k}"
 
 
+def stores(info):
+    """The stores of models/D-ODE and, if there is one, the checkpoint's sidecar."""
+    side = sidecar(info)
+    return [store_for([lambda_dir()])] + ([store_for(files=[side])] if side and os.path.isfile(side) else [])
+
+
 def sources(ident, info):
     """models/D-ODE, the sidecar, and for a bare checkpoint the sidecar's bare-checkpoint fits of any model."""
-    order = [store_source(store_for([lambda_dir()]))]
-    side = sidecar(info)
-    if side and os.path.isfile(side):
-        order.append(store_source(store_for(files=[side])))
-        if "+nets-" not in ident:  # the sidecar's place names the checkpoint: another host's fit of it serves
-            order.append(store_source(store_for(files=[side]), any_model=True, accept=is_bare_checkpoint))
+    own = stores(info)
+    order = [store_source(store) for store in own]
+    if len(own) > 1 and "+nets-" not in ident:  # the sidecar's place names the checkpoint: another host's fit serves
+        order.append(store_source(own[1], any_model=True, accept=is_bare_checkpoint))
     return order
 
 
 def skipped_files(info):
     """``[(file name, why), ...]`` of the unreadable λ files this generation's lookup skipped."""
-    side = sidecar(info)
-    stores = [store_for([lambda_dir()])] + ([store_for(files=[side])] if side and os.path.isfile(side) else [])
-    return [(os.path.basename(path), why[len(path) + 2:] if why.startswith(path + ": ") else why)
-            for store in stores for path, why in store.skipped]
+    return [(os.path.basename(path), skip_reason(path, why)) for store in stores(info) for path, why in store.skipped]
 
 
 def search(request, ident, info):
