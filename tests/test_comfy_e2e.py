@@ -22,6 +22,7 @@ test-only conditioning node, and a tiny random MMDiT (built with ComfyUI's own c
 - D-ODE Model Options (on_missing = error / auto_distill) and interrupting a distillation (no partial file);
 - the server log has no "IMPORT FAILED" for the pack.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -123,17 +124,28 @@ def server(tmp_path_factory):
     models.mkdir(parents=True)
     subprocess.run([python, str(SUPPORT / "make_tiny_mmdit.py"), COMFY, str(models / MODEL)], check=True,
                    capture_output=True, timeout=300)
-    frontend = base / "frontend"
-    frontend.mkdir()
-    (frontend / "index.html").write_text("<html>dode e2e</html>")
+    # the real frontend only for the browser check; latent previews so that sampling and distilling make them
+    with comfyui(python, base, ["--preview-method", "latent2rgb"], real_frontend=bool(CHROMIUM)) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def comfyui(python, base, extra_args=(), real_frontend=False):
+    """ComfyUI's main.py on CPU on a free port with ``base`` as its base directory (a placeholder frontend unless
+    ``real_frontend``), as a Server once it answers; stopped when the block ends (its log kept under
+    DODE_E2E_KEEP)."""
+    ui = []
+    if not real_frontend:
+        frontend = base / "frontend"
+        frontend.mkdir()
+        (frontend / "index.html").write_text("<html>dode e2e</html>")
+        ui = ["--front-end-root", str(frontend)]
     port = free_port()
     log_path = base / "comfyui.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with open(log_path, "w") as log_file:
-        ui = [] if CHROMIUM else ["--front-end-root", str(frontend)]  # the real frontend only for the browser check
         proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                 "--disable-auto-launch", "--disable-api-nodes", *ui,
-                                 "--preview-method", "latent2rgb",  # so sampling and distilling make previews
+                                 "--disable-auto-launch", "--disable-api-nodes", *ui, *extra_args,
                                  "--base-directory", str(base)],
                                 cwd=COMFY, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     srv = Server(base, log_path, proc, port)

@@ -15,16 +15,14 @@ flow shift set by ModelSamplingSD3:
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 
 import pytest
 import torch
 
-from test_comfy_e2e import ROOT, SUPPORT, Server, free_port
+from test_comfy_e2e import ROOT, SUPPORT, comfyui
 
 torch.set_num_threads(1)
 
@@ -45,43 +43,13 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_video_base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "dode").symlink_to(ROOT, target_is_directory=True)
-    (base / "custom_nodes" / "dode_e2e_wan_cond.py").symlink_to(SUPPORT / "dode_e2e_cond" / "wan_conditioning.py")
+    (base / "custom_nodes" / "dode_e2e_cond").symlink_to(SUPPORT / "dode_e2e_cond", target_is_directory=True)
     models = base / "models" / "diffusion_models"
     models.mkdir(parents=True)
     subprocess.run([python, str(SUPPORT / "make_tiny_wan.py"), COMFY, str(models / MODEL)], check=True,
                    capture_output=True, timeout=300)
-    frontend = base / "frontend"
-    frontend.mkdir()
-    (frontend / "index.html").write_text("<html>dode e2e</html>")
-    port = free_port()
-    log_path = base / "comfyui.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                 "--disable-auto-launch", "--disable-api-nodes", "--front-end-root", str(frontend),
-                                 "--base-directory", str(base)],
-                                cwd=COMFY, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    srv = Server(base, log_path, proc, port)
-    try:
-        end = time.time() + 300
-        while True:
-            assert proc.poll() is None, f"ComfyUI exited during start-up:\n{srv.log()[-4000:]}"
-            try:
-                srv.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                assert time.time() < end, f"ComfyUI did not start in 300 s:\n{srv.log()[-4000:]}"
-                time.sleep(0.5)
+    with comfyui(python, base) as srv:
         yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if os.environ.get("DODE_E2E_KEEP"):
-            shutil.copy(log_path, os.environ["DODE_E2E_KEEP"])
 
 
 def base_graph(batch=1, shift=SHIFT):

@@ -13,24 +13,15 @@ def main(comfy_dir, out):
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported (CUDA-built torch without a GPU)
     from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
-    from safetensors.torch import save_file
+
+    from random_weights import save_random
 
     torch.manual_seed(0)
     model = MMDiT(patch_size=2, in_channels=16, depth=2, adm_in_channels=32, out_channels=16,
                   context_embedder_config={"target": "torch.nn.Linear",
                                            "params": {"in_features": 32, "out_features": 128}},
                   pos_embed_max_size=16, num_patches=256, operations=torch.nn)
-    state = {}
-    for name, value in model.state_dict().items():
-        if name.endswith("bias"):
-            value = torch.zeros_like(value)
-        elif "norm" in name and value.ndim == 1:
-            value = torch.ones_like(value)
-        else:
-            value = torch.randn_like(value) * 0.02
-        state[name] = value.contiguous()
-    save_file(state, out)
-    print(f"wrote {out}: {len(state)} tensors, {sum(v.numel() for v in state.values())} parameters")
+    save_random(model, out)
 
 
 if __name__ == "__main__":

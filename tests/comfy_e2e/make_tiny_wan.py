@@ -19,27 +19,21 @@ def main(comfy_dir, out):
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported (CUDA-built torch without a GPU)
     from comfy.ldm.wan.model import WanModel
-    from safetensors.torch import save_file
+
+    from random_weights import save_random
 
     torch.manual_seed(0)
     model = WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=DIM, ffn_dim=FFN, freq_dim=256,
                      text_dim=TEXT_DIM, out_dim=16, num_heads=DIM // 128, num_layers=LAYERS, qk_norm=True,
                      cross_attn_norm=True, eps=1e-6, operations=torch.nn)
-    state = {}
-    for name, value in model.state_dict().items():
-        if name.endswith("bias"):
-            value = torch.zeros_like(value)
-        elif "norm" in name and value.ndim == 1:
-            value = torch.ones_like(value)
-        elif name == "head.head.weight":  # zero in Wan's own init: non-zero here, so the output depends on x
-            value = torch.randn_like(value) / DIM ** 0.5
-        elif name.endswith("modulation"):  # torch.empty in WanModel (Wan: randn / √dim)
-            value = torch.randn_like(value) / DIM ** 0.5
-        else:
-            value = torch.randn_like(value) * 0.02
-        state[name] = value.contiguous()
-    save_file(state, out)
-    print(f"wrote {out}: {len(state)} tensors, {sum(v.numel() for v in state.values())} parameters")
+    save_random(model, out, head_and_modulation)
+
+
+def head_and_modulation(name, value):
+    """The output head (zero in Wan's own init) and the modulations (torch.empty in WanModel): randn / √dim."""
+    if name == "head.head.weight" or name.endswith("modulation"):
+        return torch.randn_like(value) / DIM ** 0.5
+    return None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Test-only ComfyUI node for the dode end-to-end suite: random SD3-shaped conditioning without a text encoder."""
+"""Test-only ComfyUI nodes for the dode end-to-end suites: random conditioning without a text encoder, SD3-shaped
+(context and pooled width 32) and Wan-shaped (the umT5 width, 4096)."""
 import torch
 
 
@@ -19,4 +20,19 @@ class DodeE2EConditioning:
         return ([[context, {"pooled_output": pooled}]],)
 
 
-NODE_CLASS_MAPPINGS = {"DodeE2EConditioning": DodeE2EConditioning}
+class DodeE2EWanConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, tokens):
+        g = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, tokens, 4096, generator=g), {}]],)
+
+
+NODE_CLASS_MAPPINGS = {"DodeE2EConditioning": DodeE2EConditioning, "DodeE2EWanConditioning": DodeE2EWanConditioning}
