@@ -18,6 +18,7 @@ The WebUI runs with --data-dir in a temporary folder whose extensions/ links to 
 modified. The samplers must appear in /sdapi/v1/samplers, "D-ODE fitted" in /sdapi/v1/schedulers, and the settings
 must be accepted by /sdapi/v1/options.
 """
+import contextlib
 import gzip
 import importlib
 import importlib.machinery
@@ -172,21 +173,69 @@ def request(url, payload=None, timeout=30):
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    webui = os.path.abspath(WEBUI_DIR)
-    python = os.environ.get("WEBUI_PYTHON") or next(
-        (p for p in (os.path.join(webui, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
-    data = tmp_path_factory.mktemp("webui-data")
+def webui_python(webui_dir):
+    """The WebUI's python: WEBUI_PYTHON, else its venv's, else this one."""
+    return os.environ.get("WEBUI_PYTHON") or next(
+        (p for p in (os.path.join(webui_dir, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
+
+
+def linked_data_dir(tmp_path_factory, name):
+    """A temporary --data-dir whose extensions/dode links to this repository."""
+    data = tmp_path_factory.mktemp(name)
     (data / "extensions").mkdir()
     os.symlink(ROOT, data / "extensions" / "dode")
+    return data
+
+
+def add_dummy_checkpoint(data, core):
+    """models/Stable-diffusion/e2e.ckpt (listed, never loaded) and a real λ sidecar beside it."""
     checkpoints = data / "models" / "Stable-diffusion"
     checkpoints.mkdir(parents=True)
     (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
-    core = core_package()
     entry = core.lambdas.LambdaEntry(sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1],
                                      model="e2e")
-    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [entry])  # a real λ sidecar
+    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [entry])
+
+
+@contextlib.contextmanager
+def running_webui(args, cwd, log_path, url):
+    """The WebUI started with ``args`` in its own process group (output to ``log_path``), once ``url`` answers;
+    stopped, with its whole process group, when the block ends."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the WebUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the WebUI did not answer in {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the process group of the WebUI started above
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    webui = os.path.abspath(WEBUI_DIR)
+    python = webui_python(webui)
+    data = linked_data_dir(tmp_path_factory, "webui-data")
+    add_dummy_checkpoint(data, core_package())
     port = free_port()
     args = [python, os.path.join(webui, "launch.py"), "--skip-prepare-environment", "--api", "--nowebui",
             "--skip-load-model-at-start", "--no-download-sd-model", "--port", str(port), "--data-dir", str(data),
@@ -202,33 +251,10 @@ def server(tmp_path_factory):
     cwd = os.environ.get("WEBUI_CLIP_DIR") or str(data)  # transformers finds openai/clip-vit-large-patch14 in cwd
     if txt2img and not os.environ.get("WEBUI_CLIP_DIR"):
         write_clip_folder(cwd, python)
-    log_path = data / "webui.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the WebUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                request(base + "/sdapi/v1/samplers", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the WebUI did not answer in {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}")
-                time.sleep(2)
+    log_path = data / "webui.log"
+    with running_webui(args, cwd, log_path, base + "/sdapi/v1/samplers"):
         yield types.SimpleNamespace(base=base, data=data, log=log_path, txt2img=txt2img)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the process group of the WebUI started above
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def test_samplers_are_listed(server):

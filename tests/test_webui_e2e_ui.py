@@ -29,17 +29,11 @@ import contextlib
 import json
 import os
 import shlex
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from test_webui_e2e import (DEFAULT_ARGS, ROOT, START_TIMEOUT, core_package, field, free_port, write_clip_folder,
-                             write_random_checkpoint)
+from test_webui_e2e import (DEFAULT_ARGS, add_dummy_checkpoint, core_package, field, free_port, linked_data_dir,
+                             running_webui, webui_python, write_clip_folder, write_random_checkpoint)
 from webui_e2e.cdp import Browser, DevToolsError
 
 WEBUI_DIR = os.environ.get("WEBUI_DIR")
@@ -76,19 +70,6 @@ def entry(core, sampler, steps, cfg, model):
                                     lambdas=[0.1] * core.samplers.nfe(sampler, sigmas))
 
 
-def webui_python(webui_dir):
-    return os.environ.get("WEBUI_PYTHON") or next(
-        (p for p in (os.path.join(webui_dir, "venv", "bin", "python"),) if os.path.exists(p)), sys.executable)
-
-
-def linked_data_dir(tmp_path_factory, name):
-    """A temporary --data-dir whose extensions/dode links to this repo."""
-    data = tmp_path_factory.mktemp(name)
-    (data / "extensions").mkdir()
-    os.symlink(ROOT, data / "extensions" / "dode")
-    return data
-
-
 @contextlib.contextmanager
 def ui_server(tmp_path_factory, webui_dir, python, data, ready, what, extra_args=()):
     """Starts the WebUI with its UI (working directory ``data``), opens its page in headless Chromium, waits for the
@@ -99,46 +80,22 @@ def ui_server(tmp_path_factory, webui_dir, python, data, ready, what, extra_args
             "--port", str(port), "--data-dir", str(data), "--gradio-allowed-path", webui_dir, *extra_args,
             *shlex.split(os.environ.get("WEBUI_ARGS", DEFAULT_ARGS))]
     log_path = data / "webui.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(args, cwd=str(data), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
-    browser = None
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the WebUI exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(base + "/", timeout=10) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the WebUI UI did not answer in {START_TIMEOUT:.0f} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
+    with running_webui(args, str(data), log_path, base + "/"):
         browser = Browser(CHROMIUM, str(tmp_path_factory.mktemp("chromium-profile")), free_port())
-        browser.call("Page.navigate", url=base + "/")
         try:
-            browser.wait_for(ready, timeout=180, what=what)
-        except DevToolsError as e:
-            shot = data / "page.png"
-            browser.screenshot(shot)
-            pytest.fail(f"{e}; screenshot {shot}; page text:\n"
-                        f"{browser.evaluate('document.body.innerText.slice(0, 2000)')}\n{log_path.read_text()[-3000:]}")
-        yield base, log_path, browser
-    finally:
-        if browser is not None:
-            browser.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the process group of the WebUI started above
+            browser.call("Page.navigate", url=base + "/")
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+                browser.wait_for(ready, timeout=180, what=what)
+            except DevToolsError as e:
+                shot = data / "page.png"
+                browser.screenshot(shot)
+                pytest.fail(f"{e}; screenshot {shot}; page text:\n"
+                            f"{browser.evaluate('document.body.innerText.slice(0, 2000)')}\n"
+                            f"{log_path.read_text()[-3000:]}")
+            yield base, log_path, browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +103,8 @@ def webui(tmp_path_factory):
     """The WebUI with its UI, and a headless Chromium page on its txt2img tab."""
     webui_dir = os.path.abspath(WEBUI_DIR)
     data = linked_data_dir(tmp_path_factory, "webui-ui-data")
-    checkpoints = data / "models" / "Stable-diffusion"
-    checkpoints.mkdir(parents=True)
-    (checkpoints / "e2e.ckpt").write_bytes(b"listed, never loaded")
     core = core_package()
-    core.lambdas.save_lambdas(checkpoints / "e2e.dode.safetensors", [core.lambdas.LambdaEntry(
-        sampler="euler", sigmas=[14.6, 3.0, 0.5, 0.0], lambdas=[0.0, 0.1, 0.1], model="e2e")])
+    add_dummy_checkpoint(data, core)
     folder = data / "models" / "D-ODE"
     folder.mkdir(parents=True)
     core.lambdas.save_lambdas(folder / "listed.safetensors", [entry(core, "heun", 4, 3.0, "0123456789"),
