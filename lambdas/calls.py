@@ -6,10 +6,17 @@ broadcastable wrong shape would otherwise be fitted silently).
 
 The final-sample fit reruns the same solver many times with one parameter changed. A change of the parameter that
 acts after network evaluation k leaves evaluations 0..k bit-identical, so their outputs need not be computed again:
-``ReplayModel`` answers call j from a recorded trajectory while call j's inputs (x and σ) are bit-identical to the
-recorded ones, and calls the network from the first call that differs onwards. That is the solver restarted from its
-stored state after evaluation k, with each solver still written once and run whole (its arithmetic is cheap; only
-network calls cost). Deterministic models hit on the whole unchanged head; a nondeterministic one only misses more.
+``ReplayModel`` answers call j from a recorded trajectory while call j is the recorded one, and calls the network from
+the first call that differs onwards. That is the solver restarted from its stored state after evaluation k, with each
+solver still written once and run whole (its arithmetic is cheap; only network calls cost). Deterministic models hit
+on the whole unchanged head; a nondeterministic one only misses more.
+
+A trajectory keeps each call's output, not its input: call j is the recorded one when its σ, the λ of every earlier
+evaluation (λ_i corrects D_i, so it reaches calls after i only) and an exact integer fingerprint of its input (per
+latent, the sums of the input's 16-bit words, of their squares and of them weighted by position) are the recorded
+ones. The σ's and λ's decide it exactly for a solver whose input to call j depends on the grid only through the σ's
+called so far; the fingerprint catches one that looks further ahead. Integer sums are exact, so the fingerprint of a
+latent does not depend on the batch it is taken in (a sub-batch rerun replays on any device).
 """
 import torch
 
@@ -33,21 +40,43 @@ class CountedModel:
         return out
 
 
-class Trajectory:
-    """The network calls of one solver run, in order: (x, σ, D) per call."""
+FINGERPRINT_CHUNK = 1 << 16  # words summed at a time
+FINGERPRINT_PRIME = 65521  # word positions weigh in modulo this prime (|w · p| < 2³¹: int64 sums stay exact)
 
-    def __init__(self):
+
+def fingerprint(x):
+    """Per latent, int64 (Σ w, Σ w², Σ w · (position mod 65521)) of the 16-bit words w of x's bits, summed a chunk
+    at a time: exact, so equal inputs give equal fingerprints in any batch."""
+    words = x.reshape(x.shape[0], -1).contiguous().view(torch.int16)
+    total = torch.zeros(x.shape[0], 3, dtype=torch.int64, device=x.device)
+    for start in range(0, words.shape[1], FINGERPRINT_CHUNK):
+        wide = words[:, start:start + FINGERPRINT_CHUNK].int()
+        weights = torch.arange(start, start + wide.shape[1], device=x.device) % FINGERPRINT_PRIME
+        total[:, 0] += wide.sum(1, dtype=torch.int64)
+        total[:, 2] += (wide * weights.int()).sum(1, dtype=torch.int64)
+        total[:, 1] += wide.square_().sum(1, dtype=torch.int64)
+    return total
+
+
+class Trajectory:
+    """The network calls of one solver run, in order: (σ, D, input fingerprint) per call (D and the fingerprint None
+    unless ``outputs``), the run's λ and the batch rows it ran on (None: all)."""
+
+    def __init__(self, outputs=True):
+        self.outputs = outputs
+        self.lambdas = []
+        self.rows = None
         self.calls = []
 
     def sigmas(self):
         """The noise level of each call (its first row's σ)."""
-        return [float(sigma.flatten()[0]) for _, sigma, _ in self.calls]
+        return [float(sigma.flatten()[0]) for sigma, _, _ in self.calls]
 
-    def slim(self):
-        """The same calls with only their σ: what a finished run's report needs, without its latents."""
-        slim = Trajectory()
-        slim.calls = [(None, sigma, None) for _, sigma, _ in self.calls]
-        return slim
+    def head(self, n):
+        """The first ``n`` calls of this run."""
+        head = Trajectory(self.outputs)
+        head.lambdas, head.rows, head.calls = self.lambdas, self.rows, self.calls[:n]
+        return head
 
 
 class SigmaLog:
@@ -63,35 +92,43 @@ class SigmaLog:
 
 
 class ReplayModel:
-    """Answers calls from ``replay`` (a Trajectory, optionally restricted to ``rows`` of its batch) while the inputs
-    are bit-identical to the recorded ones, and calls ``model`` from the first differing call on. ``record`` (a
-    Trajectory) receives every call of this run."""
+    """Answers calls from ``replay`` (a Trajectory of the whole batch, or of the ``rows`` this run is on) while they
+    are the recorded calls (same σ, same earlier λ, same input fingerprint) of a run with ``lambdas``, and calls
+    ``model`` from the first differing call on. ``record`` (a Trajectory) receives this run's λ, rows and calls."""
 
-    def __init__(self, model, replay=None, rows=None, record=None):
+    def __init__(self, model, replay=None, rows=None, record=None, lambdas=()):
         self.model = model
-        self.replay = [] if replay is None else replay.calls
-        self.rows = rows
+        self.replay = Trajectory() if replay is None else replay
+        self.select = rows if self.replay.rows is None else None
         self.record = record
+        self.lambdas = list(lambdas)
+        if record is not None:
+            record.lambdas, record.rows = self.lambdas, rows
         self.live = False
         self.index = 0
 
     def __call__(self, x, sigma, **extra_args):
-        out = None if self.live else self.recorded(x, sigma)
+        keep = self.record is not None and self.record.outputs
+        check = fingerprint(x) if keep or not self.live else None
+        out = None if self.live else self.recorded(x, sigma, check)
         if out is None:
             self.live = True
             out = self.model(x, sigma, **extra_args)
         self.index += 1
         if self.record is not None:
-            self.record.calls.append((x, sigma, out))
+            self.record.calls.append((sigma, out, check) if keep else (sigma, None, None))
         return out
 
-    def recorded(self, x, sigma):
-        """The recorded output of this call if its inputs are bit-identical to the recording's, else None."""
-        if self.index >= len(self.replay):
+    def recorded(self, x, sigma, check):
+        """The recorded output of this call if it is the recorded call, else None."""
+        j = self.index
+        if j >= len(self.replay.calls) or self.lambdas[:j] != self.replay.lambdas[:j]:
             return None
-        old_x, old_sigma, old_out = self.replay[self.index]
-        if self.rows is not None:
-            old_x, old_sigma, old_out = old_x[self.rows], old_sigma[self.rows], old_out[self.rows]
-        if old_x.shape == x.shape and torch.equal(old_sigma, sigma) and torch.equal(old_x, x):
+        old_sigma, old_out, old_check = self.replay.calls[j]
+        if old_out is None:
+            return None
+        if self.select is not None:
+            old_sigma, old_out, old_check = old_sigma[self.select], old_out[self.select], old_check[self.select]
+        if old_out.shape == x.shape and torch.equal(old_sigma, sigma) and torch.equal(old_check, check):
             return old_out
         return None

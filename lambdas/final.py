@@ -31,6 +31,9 @@ SHORT_FIT_TRIALS = 4  # whole-batch trials a short fit is sized for, besides its
 SCREENING_SHARE = 0.25  # the most of the fit budget the short fits take together
 SHORT_JACOBIAN_BATCH = 8  # latents a short fit's Jacobians are taken on
 NOISE_BATCH = 4  # latents the noise floor is measured on
+GRAM_PARTS = 8  # the float32 Jacobian is turned to float64 in this many row blocks, one at a time
+JACOBIAN_LATENTS = 2.0  # the most memory a Jacobian takes, in latent batches, once it has MIN_JACOBIAN_ROWS rows
+MIN_JACOBIAN_ROWS = 1 << 16  # a Jacobian keeps every residual element up to this many (every image fit does)
 INITIAL_DAMPING = 1.0
 MIN_DAMPING, MAX_DAMPING = 1e-6, 1e3
 DIAG_FLOOR = 1.0
@@ -38,22 +41,12 @@ MIN_IMPROVEMENT = 1e-4  # relative decrease of L below which an accepted step en
 
 
 class State(NamedTuple):
-    """One evaluated θ: its loss L, residual, trajectory and final sample (all None but L = inf if rejected)."""
+    """One evaluated θ: its loss L, the σ of each network call and the final sample (None and L = inf if rejected).
+    A state keeps no call's output: a Jacobian at it traces its calls again (``FinalFit.trace``)."""
     theta: torch.Tensor
     loss: float
-    residual: Any = None
-    trajectory: Any = None
+    sigmas: Any = None
     final: Any = None
-
-    @property
-    def whole(self):
-        """True if a fit can go on from this state (a finite L, its residual and trajectory kept)."""
-        return math.isfinite(self.loss) and self.residual is not None
-
-    def slim(self):
-        """θ, L, the final sample and the calls' σ: a state no fit goes on from (its residual and latents freed)."""
-        trajectory = None if self.trajectory is None else self.trajectory.slim()
-        return State(self.theta, self.loss, None, trajectory, self.final)
 
 
 @dataclass
@@ -78,12 +71,27 @@ class FinalOptions:
 def detail_norms(x):
     """Per latent ‖∇x_b‖ (float64): the norm of x's forward differences along its spatial axes, all stacked. x is
     (B, C, *spatial) as the samplers see it; the spatial axes are the last two ((B, C, H, W) images, (B, C, T, H, W)
-    video frames) or the one of a sequence (B, C, L); never the channel axis. None for (B, D), which has none."""
+    video frames) or the one of a sequence (B, C, L); never the channel axis. None for (B, D), which has none. Summed
+    a channel at a time, so that only one channel is ever in float64."""
     if x.ndim < 3:
         return None
-    x = x.double()
-    axes = reversed(range(max(2, x.ndim - 2), x.ndim))  # width first, as the studies ran it
-    return sum(torch.linalg.vector_norm(x.diff(dim=axis).flatten(1), dim=1).square() for axis in axes).sqrt()
+    axes = list(reversed(range(max(1, x.ndim - 3), x.ndim - 1)))  # of one channel (B, *spatial); width first
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for channel in x.unbind(1):
+        channel = channel.double()
+        for axis in axes:
+            total += torch.linalg.vector_norm(channel.diff(dim=axis).flatten(1), dim=1).square()
+    return total.sqrt()
+
+
+def picked(r, elements):
+    """r at ``elements`` (all of it for None; None stays None)."""
+    return r if r is None or elements is None else r[elements]
+
+
+def minus(r, base):
+    """r − base, in place (r is a fresh residual); None stays None."""
+    return None if r is None else r.sub_(base)
 
 
 def finite_row(row):
@@ -127,8 +135,12 @@ class FinalFit:
         self.n_lambdas = nfe(sampler, sigmas)
         self.free = list(range(1 if first_step == "none" else 0, self.n_lambdas))
         self.size = len(self.free) + (schedule.size if schedule is not None else 0)
+        self.residual_size = x.numel() + (x.shape[0] if self.target_detail is not None else 0)
         self.jacobian_batch = jacobian_batch
+        self.shared_calls = 1 if schedule is not None else min(self.free, default=self.n_lambdas - 1) + 1
+        self.head = None  # the stock run's first shared_calls calls: every θ's run starts with them
         self.rows = None
+        self.elements = None
         self.jacobians = 0
         self.steps = torch.full((self.size,), FD_STEP, dtype=torch.float64)
         self.min_steps = torch.zeros(self.size, dtype=torch.float64)
@@ -157,7 +169,7 @@ class FinalFit:
         x, extra = self.x, self.extra_args
         if rows is not None:
             x, extra = x[rows], slice_rows(extra, rows, self.x.shape[0])
-        model = ReplayModel(self.model, replay, rows, record)
+        model = ReplayModel(self.model, replay, rows, record, lambdas)
         return self.solver.fn(model, x, sigmas, extra_args=extra, disable=True, lambdas=lambdas,
                               **flow_option(self.solver, self.flow))
 
@@ -165,10 +177,13 @@ class FinalFit:
         """r per latent (on ``rows``, or all): x_N − x_teacher, then √w (‖∇x_N‖ − ‖∇x_teacher‖) if there is a
         detail term; flattened, latent after latent."""
         target = self.target if rows is None else self.target[rows]
-        r = final.double().sub_(target).flatten(1)
-        if self.target_detail is not None:
+        flat = final.flatten(1)
+        detail = self.target_detail is not None
+        r = torch.empty(flat.shape[0], flat.shape[1] + detail, dtype=torch.float64, device=final.device)
+        r[:, :flat.shape[1]].copy_(flat).sub_(target.flatten(1))
+        if detail:
             target_detail = self.target_detail if rows is None else self.target_detail[rows]
-            r = torch.cat([r, self.detail_scale * (detail_norms(final) - target_detail)[:, None]], 1)
+            r[:, -1] = self.detail_scale * (detail_norms(final) - target_detail)
         return r.flatten()
 
     def distance(self, final):
@@ -180,16 +195,25 @@ class FinalFit:
         grid = self.unpack(theta)[1].double()
         return bool((grid[1:] < grid[:-1]).all())
 
-    def evaluate(self, theta, replay=None, stock=False):
+    def evaluate(self, theta, stock=False):
         """θ's State on the whole batch, L the mean square of the residual; L = inf for a non-finite result or a
-        grid the host's σ dtype cannot hold (then nothing runs)."""
+        grid the host's σ dtype cannot hold (then nothing runs). The first evaluation keeps its head of shared
+        calls, which every later run replays."""
         if not stock and not self.usable(theta):
             return State(theta, math.inf)
+        trajectory = Trajectory(outputs=self.head is None)
+        final = self.run(theta, replay=self.head, record=trajectory, stock=stock)
+        if self.head is None:
+            self.head = trajectory.head(self.shared_calls)
+        loss = self.residual(final).square().mean().item()
+        return State(theta, loss if math.isfinite(loss) else math.inf, trajectory.sigmas(), final)
+
+    def trace(self, theta, rows=None):
+        """(Trajectory with every call's output, r) of θ's run on ``rows`` (or the whole batch): what the
+        probes of a Jacobian or a noise measurement at θ replay, and their base residual."""
         trajectory = Trajectory()
-        final = self.run(theta, replay=replay, record=trajectory, stock=stock)
-        r = self.residual(final)
-        loss = r.square().mean().item()
-        return State(theta, loss if math.isfinite(loss) else math.inf, r, trajectory, final)
+        final = self.run(theta, rows, self.head, trajectory)
+        return trajectory, self.residual(final, rows)
 
     def rows_for(self, index):
         """The rows Jacobian number ``index`` is taken on: all of them, or the next ``jacobian_batch`` in turn."""
@@ -199,53 +223,75 @@ class FinalFit:
         start = (index * self.jacobian_batch) % batch
         return ((torch.arange(self.jacobian_batch) + start) % batch).to(self.x.device)
 
-    def probed(self, state, rows, k, step):
-        """r on ``rows`` after θ_k += step (the head replayed from ``state``); None for an unusable grid."""
-        theta = state.theta.clone()
+    def probed(self, theta, trace, rows, k, step):
+        """r on ``rows`` after θ_k += step (the unchanged head replayed from ``trace``, θ's calls on those rows);
+        None for an unusable grid."""
+        theta = theta.clone()
         theta[k] += step
         if not self.usable(theta):
             return None
-        return self.residual(self.run(theta, rows, state.trajectory), rows)
+        return self.residual(self.run(theta, rows, trace), rows)
 
     def measure_noise(self, state):
-        """The noise floor σ of r on NOISE_BATCH latents: r(θ + t e_p) for t in NOISE_PROBES, p the parameter acting earliest,
-        against its best quadratic in t. 0 when the probes are not all finite and usable."""
+        """The noise floor σ of r on NOISE_BATCH latents (on the elements a Jacobian of them would keep): r(θ + t e_p)
+        for t in NOISE_PROBES, p the parameter acting earliest, against its best quadratic in t. 0 when the probes
+        are not all finite and usable."""
         size = min(NOISE_BATCH, self.jacobian_batch)
         rows = None if self.x.shape[0] <= size else torch.arange(size).to(self.x.device)
+        elements = self.jacobian_elements(self.residual_size // self.x.shape[0] * min(size, self.x.shape[0]))
         p = len(self.free) if self.schedule is not None else 0
-        base = self.residual(state.final if rows is None else state.final[rows], rows)
-        probes = (base if t == 0 else self.probed(state, rows, p, t) for t in NOISE_PROBES)
+        trace, base = self.trace(state.theta, rows)
+        probes = (picked(base if t == 0 else self.probed(state.theta, trace, rows, p, t), elements)
+                  for t in NOISE_PROBES)
         try:
             self.noise = quadratic_noise(map(finite_row, probes), NOISE_PROBES)
         except ValueError:
             return 0.0
         return self.noise
 
+    def jacobian_elements(self, count):
+        """The elements of a ``count``-element residual a Jacobian keeps: all of them, or, where their float32 columns
+        would take more than JACOBIAN_LATENTS latent batches and more than MIN_JACOBIAN_ROWS rows, a random subset of
+        the larger of the two sizes (another for every Jacobian)."""
+        keep = max(int(JACOBIAN_LATENTS * self.x.numel() / self.size), MIN_JACOBIAN_ROWS)
+        if count <= keep:
+            return None
+        generator = torch.Generator().manual_seed(self.jacobians)
+        return torch.randperm(count, generator=generator)[:keep].sort().values.int().to(self.x.device)
+
     def jacobian(self, state):
-        """∂r/∂θ on the Jacobian rows by forward differences, each run replaying the unchanged head of the state's
-        trajectory. A column whose change stays under NOISE_MARGIN × the noise floor is retaken with a larger step
-        (kept for later Jacobians) and, with such a noise-set step, as a central difference (r(θ + h) − r(θ − h)) / 2h
-        (error O(h²) at the large step the noise needs); a column still under SIGNAL_MARGIN × the floor, or not
-        finite, is 0: that direction is not used. ``swamped`` says whether every column was."""
+        """∂r/∂θ on the Jacobian rows (and elements) by forward differences (float64 columns, stored in float32),
+        each run replaying the unchanged head of the state's calls traced on those rows. A column whose change stays
+        under NOISE_MARGIN × the noise floor is retaken with a larger step (kept for later Jacobians) and, with such
+        a noise-set step, as a central difference (r(θ + h) − r(θ − h)) / 2h (error O(h²) at the large step the
+        noise needs); a column still under SIGNAL_MARGIN × the floor, or not finite, is 0: that direction is not
+        used. ``swamped`` says whether every column was."""
         self.rows = self.rows_for(self.jacobians)
+        batch = self.x.shape[0] if self.rows is None else len(self.rows)
+        self.elements = self.jacobian_elements(self.residual_size // self.x.shape[0] * batch)
+        trace, base = self.trace(state.theta, self.rows)
         self.jacobians += 1
-        base = self.residual(state.final if self.rows is None else state.final[self.rows], self.rows)
+
+        def probed(k, step):
+            return picked(self.probed(state.theta, trace, self.rows, k, step), self.elements)
+
+        base = picked(base, self.elements)
         floor = math.sqrt(2 * base.numel()) * self.noise
-        columns, used = base.new_zeros(base.numel(), self.size), 0
+        columns, used = base.new_zeros(base.numel(), self.size, dtype=torch.float32), 0
         for k in range(self.size):
             step = float(self.steps[k])
-            change = self.probed(state, self.rows, k, step)
-            change = None if change is None else change - base
+            change = minus(probed(k, step), base)
             if change is not None and floor > 0 and change.norm() < NOISE_MARGIN * floor and step < MAX_FD_STEP:
                 step = min(MAX_FD_STEP, step * NOISE_MARGIN * floor / max(float(change.norm()), floor / 100))
                 self.steps[k] = self.min_steps[k] = step
-                change = self.probed(state, self.rows, k, step)
-                change = None if change is None else change - base
+                change = None
+                change = minus(probed(k, step), base)
             if change is None or not torch.isfinite(change).all() or change.norm() <= SIGNAL_MARGIN * floor:
                 continue
-            back = self.probed(state, self.rows, k, -step) if self.min_steps[k] > 0 else None
+            back = probed(k, -step) if self.min_steps[k] > 0 else None
             central = back is not None and bool(torch.isfinite(back).all())
-            columns[:, k] = (change + base - back) / (2 * step) if central else change / step
+            columns[:, k] = change.add_(base).sub_(back).div_(2 * step) if central else change.div_(step)
+            change = back = None
             used += 1
         self.swamped = used == 0 and floor > 0
         return columns
@@ -260,11 +306,11 @@ class FinalFit:
         teacher than ``bound`` (the stock sampler's distance: the detail term never buys detail with distance)."""
         if math.isfinite(state.loss) and self.distance(state.final) < self.bound:
             if self.best is None or state.loss < self.best.loss:
-                self.best = state.slim()
+                self.best = state
 
     def loss_noise(self, state):
         """How much L can move from the noise floor alone: 2√2 σ √L / √n."""
-        return 2 * math.sqrt(2) * self.noise * math.sqrt(state.loss) / math.sqrt(state.residual.numel())
+        return 2 * math.sqrt(2) * self.noise * math.sqrt(state.loss) / math.sqrt(self.residual_size)
 
     def optimise(self, start, budget, progress=None):
         """Levenberg–Marquardt from the State ``start`` until it converges or has spent ``budget`` network rows;
@@ -296,14 +342,14 @@ class FinalFit:
                     break
             if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
                 break
-            r_rows = self.on_rows(state.residual)
+            r_rows = self.on_rows(self.residual(state.final))
             delta = lm_step(jac, r_rows, damping)
             if not torch.isfinite(delta).all():
                 break
-            before, candidate = self.model.rows, None  # a rejected candidate is freed before the next one runs
-            candidate = self.evaluate(self.project(state.theta + delta), state.trajectory)
+            before = self.model.rows
+            candidate = self.evaluate(self.project(state.theta + delta))
             cost["trial"] = max(cost["trial"], self.model.rows - before)
-            predicted = (r_rows.square().sum() - (r_rows + jac @ delta.to(jac)).square().sum()).item() / len(r_rows)
+            predicted = (r_rows.square().sum() - (r_rows + applied(jac, delta)).square().sum()).item() / len(r_rows)
             gain = (state.loss - candidate.loss) / predicted if predicted > 0 else -1.0
             accepted = candidate.loss < state.loss - self.loss_noise(state)
             self.history.append({"trial": trial, "loss": candidate.loss,
@@ -311,9 +357,11 @@ class FinalFit:
                                  "accepted": accepted, "damping": damping, "rows": self.model.rows - spent})
             if progress is not None:
                 progress(trial, candidate.final if accepted else state.final)
+            if not accepted:
+                candidate = None  # freed before a Jacobian or the next candidate runs
             if accepted:
                 improvement = (state.loss - candidate.loss) / state.loss
-                jac = broyden(jac, self.on_rows(candidate.residual) - r_rows, delta)
+                jac = broyden(jac, self.on_rows(self.residual(candidate.final)) - r_rows, delta)
                 state = candidate
                 self.consider(state)
                 fresh, damping, growth = False, max(damping * max(1 / 3, 1 - (2 * gain - 1) ** 3), MIN_DAMPING), 2
@@ -340,22 +388,39 @@ class FinalFit:
         return True
 
     def on_rows(self, r):
-        """The part of a whole-batch residual on the Jacobian rows."""
-        return r if self.rows is None else r.view(self.x.shape[0], -1)[self.rows].flatten()
+        """The part of a whole-batch residual on the Jacobian rows and elements."""
+        return picked(r if self.rows is None else r.view(self.x.shape[0], -1)[self.rows].flatten(), self.elements)
+
+
+def gram(jac, r):
+    """(JᵀJ, Jᵀr) in float64 for a float32 J, GRAM_PARTS row blocks at a time."""
+    normal = torch.zeros(jac.shape[1], jac.shape[1], dtype=torch.float64, device=jac.device)
+    projected = normal.new_zeros(jac.shape[1])
+    for rows, part in zip(jac.chunk(GRAM_PARTS), r.chunk(GRAM_PARTS)):
+        rows = rows.double()
+        normal.addmm_(rows.T, rows)
+        projected.addmv_(rows.T, part)
+    return normal, projected
+
+
+def applied(jac, delta):
+    """J δ in float64 for a float32 J, GRAM_PARTS row blocks at a time."""
+    delta = delta.to(jac.device)
+    return torch.cat([rows.double() @ delta for rows in jac.chunk(GRAM_PARTS)])
 
 
 def lm_step(jac, r, damping):
     """δ = −(JᵀJ + μ diag(JᵀJ))⁻¹ Jᵀ r in float64 (a tiny ridge keeps unidentifiable directions at 0)."""
-    normal = jac.T @ jac
+    normal, projected = gram(jac, r)
     diag = normal.diagonal().clamp(min=DIAG_FLOOR * float(normal.diagonal().mean().clamp(min=1e-30)))
     system = normal + torch.diag(damping * diag + 1e-12 * float(diag.max()))
-    return torch.linalg.solve(system, -(jac.T @ r)).cpu()
+    return torch.linalg.solve(system, -projected).cpu()
 
 
 def broyden(jac, change, delta):
     """Broyden's rank-one update of J, in place, after a step δ that changed r by ``change``: J += (Δr − J δ) δᵀ / δᵀδ."""
-    delta = delta.to(jac)
-    return jac.addr_(change - jac @ delta, delta, alpha=1 / delta.dot(delta).item())
+    update = (change - applied(jac, delta)).float()
+    return jac.addr_(update, delta.to(jac), alpha=1 / delta.dot(delta).item())
 
 
 def evaluation_rows(sigmas, lambdas, landings):
@@ -376,40 +441,38 @@ def affordable_starts(fit, budget_rows):
     return max(1, int(SCREENING_SHARE * budget_rows // short_fit_rows(fit)))
 
 
-def whole_first(pairs, keep):
-    """(name, State) pairs lowest L first, the ``keep`` best whole and the others slim."""
-    pairs = sorted(pairs, key=lambda item: item[1].loss)
-    return pairs[:keep] + [(name, state.slim()) for name, state in pairs[keep:]]
-
-
-def screened_starts(fit, schedule_map, starts, stock, keep):
-    """(name, State) of λ = 0 on each start grid, lowest L first, the ``keep`` best whole; the first network call
-    is replayed from stock."""
+def screened_starts(fit, schedule_map, starts, stock):
+    """(name, State) of λ = 0 on each start grid, lowest L first."""
     screened = []
     for name, grid in starts.items():
         theta = torch.zeros(fit.size, dtype=torch.float64)
         if name != "user grid" or not schedule_map.exact:
             theta[len(fit.free):] = schedule_map.logits(grid)
-        state = stock if name == "user grid" and schedule_map.exact else fit.evaluate(theta, stock.trajectory)
-        screened = whole_first(screened + [(name, state)], keep)
-    return screened
+        screened.append((name, stock if name == "user grid" and schedule_map.exact else fit.evaluate(theta)))
+    return sorted(screened, key=lambda item: item[1].loss)
 
 
 def short_fits(fit, starts, budget_rows, ticker):
-    """A short fit from each of the best ``starts`` (name, State) that SCREENING_SHARE of the budget affords, each
-    sized by ``short_fit_rows``; (name, State) of the fits, lowest L first, only the best whole (the best start alone
-    if only one is affordable). Empties ``starts``, so that each start is freed once its fit is done."""
-    pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if s.whole]
+    """A short fit from each of the best finite ``starts`` (name, State) that SCREENING_SHARE of the budget affords,
+    each sized by ``short_fit_rows``: ([(name, State)] of the best fit, or of the best start alone if only one is
+    affordable; {name: the fit's RMSE to the teacher}). Empties ``starts`` and keeps one fit at a time, so that each
+    start and each worse fit is freed once it is done."""
+    pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if math.isfinite(s.loss)]
     starts.clear()
     if len(pending) < 2:
-        return pending
-    short, done = short_fit_rows(fit), []
+        return pending, {}
+    short, best, fitted = short_fit_rows(fit), [], {}
     full, fit.jacobian_batch = fit.jacobian_batch, min(fit.jacobian_batch, SHORT_JACOBIAN_BATCH)
     while pending:
-        name = pending[0][0]
-        done = whole_first(done + [(name, fit.optimise(pending.pop(0)[1], short, ticker))], 1)
+        name, start = pending.pop(0)
+        done = fit.optimise(start, short, ticker)
+        del start
+        fitted[name] = fit.distance(done.final)
+        if not best or done.loss < best[0][1].loss:
+            best = [(name, done)]
+        del done
     fit.jacobian_batch = full
-    return done
+    return best, fitted
 
 
 def fit_final(model, x, sigmas, options, report):
@@ -432,9 +495,7 @@ def fit_final(model, x, sigmas, options, report):
     fit.bound = report.rmse_stock if math.isfinite(report.rmse_stock) else math.inf
     starts = [("user grid", stock)]
     if schedule_map is not None:
-        starts = screened_starts(fit, schedule_map, start_grids(sigmas, grid, path.changes()), stock,
-                                 affordable_starts(fit, budget_rows))
-    stock = stock.slim()  # kept for the report and as the fallback; the starts hold what a fit goes on from
+        starts = screened_starts(fit, schedule_map, start_grids(sigmas, grid, path.changes()), stock)
     spent = lambda: model.rows - teacher_rows  # noqa: E731
     ticker = None if o.callback is None else (
         lambda trial, final: o.callback({"phase": "fit", "i": min(spent(), budget_rows), "total": max(budget_rows, 1),
@@ -444,10 +505,9 @@ def fit_final(model, x, sigmas, options, report):
     report.noise_floor = fit.noise
     report.starts = [{"start": name, "rmse": fit.distance(s.final) if math.isfinite(s.loss) else math.inf}
                      for name, s in starts]
-    finalists = short_fits(fit, starts, budget_rows, ticker)
+    finalists, fitted = short_fits(fit, starts, budget_rows, ticker)
     for row in report.starts:
-        row.update({"fitted": fit.distance(s.final) for name, s in finalists if name == row["start"] and
-                    len(finalists) > 1})
+        row.update({"fitted": fitted[row["start"]]} if row["start"] in fitted else {})
     if finalists and not fit.swamped:
         report.start = finalists[0][0]
         fit.optimise(finalists.pop(0)[1], budget_rows - spent(), ticker)
@@ -470,5 +530,5 @@ def fit_final(model, x, sigmas, options, report):
     else:
         lambdas, grid_used = fit.unpack(best.theta)
     report.rmse_after = fit.distance(best.final)
-    report.steps = evaluation_rows(best.trajectory.sigmas(), lambdas, landing_sigmas(o.sampler, grid_used, o.flow))
+    report.steps = evaluation_rows(best.sigmas, lambdas, landing_sigmas(o.sampler, grid_used, o.flow))
     return torch.tensor(lambdas, dtype=torch.float64), grid_used, best.final, target

@@ -79,7 +79,8 @@ class DenoisedPath:
         self.previous = denoised
 
     def changes(self):
-        """The recorded changes, one float per teacher step after the first."""
+        """The recorded changes, one float per teacher step after the first; frees the last output kept."""
+        self.previous = None
         return torch.stack(self.norms).tolist() if self.norms else []
 
 

@@ -105,17 +105,61 @@ def test_final_fits_cost_at_most_3x_and_6x_the_greedy_fit(gmm, sampler, steps):
 def test_replay_answers_the_unchanged_head_bit_for_bit(gmm):
     """A rerun with λ_3 changed calls the network only from evaluation 4 on, and ends exactly where a plain run ends."""
     x, sigmas, solver = noise(6, 7), karras_sigmas(6), get_solver("dpmpp_3m")
-    base, counted = Trajectory(), CountedModel(gmm)
-    solver.fn(ReplayModel(counted, record=base), x, sigmas, disable=True, lambdas=[0.0, 0.2, 0.1, 0, 0, 0])
+    base, counted, first = Trajectory(), CountedModel(gmm), [0.0, 0.2, 0.1, 0, 0, 0]
+    solver.fn(ReplayModel(counted, record=base, lambdas=first), x, sigmas, disable=True, lambdas=first)
     assert counted.calls == 6
     changed = [0.0, 0.2, 0.1, 0.5, 0, 0]
-    replayed = solver.fn(ReplayModel(counted, replay=base), x, sigmas, disable=True, lambdas=changed)
+    replayed = solver.fn(ReplayModel(counted, replay=base, lambdas=changed), x, sigmas, disable=True, lambdas=changed)
     assert counted.calls == 6 + 2
     assert torch.equal(replayed, solver.fn(gmm, x, sigmas, disable=True, lambdas=changed))
     rows = torch.tensor([1, 4])
-    sub = solver.fn(ReplayModel(counted, replay=base, rows=rows), x[rows], sigmas, disable=True, lambdas=changed)
+    trace = Trajectory()
+    sub = solver.fn(ReplayModel(counted, replay=base, rows=rows, record=trace, lambdas=changed), x[rows], sigmas,
+                    disable=True, lambdas=changed)
     assert counted.calls == 8 + 2 and counted.rows == 6 * 8 + 2 * 2
     assert torch.allclose(sub, replayed[rows], rtol=1e-5, atol=1e-5)
+    again = solver.fn(ReplayModel(counted, replay=trace, rows=rows, lambdas=changed), x[rows], sigmas,
+                      disable=True, lambdas=changed)  # a trace on rows answers runs on those rows
+    assert counted.calls == 10 and torch.equal(again, sub)
+
+
+def test_a_changed_earlier_lambda_is_never_replayed_even_if_the_input_looks_the_same(gmm):
+    """λ_i reaches the calls after i only: a run whose λ_2 differs calls the network from call 3, whatever its
+    inputs."""
+    x, sigmas, solver = noise(4, 7), karras_sigmas(5), get_solver("euler")
+    base, counted = Trajectory(), CountedModel(gmm)
+    solver.fn(ReplayModel(counted, record=base, lambdas=[0.0] * 5), x, sigmas, disable=True, lambdas=[0.0] * 5)
+    claimed = [0.0, 0.0, 1e-30, 0.0, 0.0]  # too small to change any input bit
+    solver.fn(ReplayModel(counted, replay=base, lambdas=claimed), x, sigmas, disable=True, lambdas=claimed)
+    assert counted.calls == 5 + 2
+
+
+def test_the_input_fingerprint_catches_a_changed_input_that_sigma_and_lambda_do_not(gmm):
+    """A solver that looked ahead (its input to call j changed with nothing before j changed) is not replayed."""
+    x, sigma = noise(3, 1), torch.full((3,), 10.0)
+    base, counted = Trajectory(), CountedModel(gmm)
+    ReplayModel(counted, record=base)(x, sigma)
+    ReplayModel(counted, replay=base)(x.clone(), sigma)
+    assert counted.calls == 1
+    nudged = x.clone()
+    nudged[1, 5] = torch.nextafter(nudged[1, 5], torch.tensor(math.inf))
+    ReplayModel(counted, replay=base)(nudged, sigma)
+    swapped = x.clone()
+    swapped[2, [0, 1]] = swapped[2, [1, 0]]
+    ReplayModel(counted, replay=base)(swapped, sigma)
+    assert counted.calls == 3
+
+
+def test_a_fingerprint_is_exact_per_latent_in_any_batch_and_any_dtype():
+    from dode.lambdas.calls import fingerprint
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        x = torch.randn(6, 3, 40, 50).to(dtype)
+        whole = fingerprint(x)
+        assert whole.dtype == torch.int64 and whole.shape == (6, 3)
+        assert torch.equal(fingerprint(x[2:5]), whole[2:5]) and torch.equal(fingerprint(x[[4]]), whole[[4]])
+        words = x.reshape(6, -1).contiguous().view(torch.int16).long()
+        position = torch.arange(words.shape[1]) % 65521
+        assert torch.equal(whole, torch.stack([words.sum(1), words.square().sum(1), (words * position).sum(1)], 1))
 
 
 def test_a_model_output_of_the_wrong_shape_is_refused(gmm):
@@ -399,64 +443,99 @@ def test_a_step_the_noise_floor_set_takes_a_central_difference_and_the_others_a_
     state = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64))
     base = fit.residual(state.final)
     fit.noise = 1e-4
-    jac = fit.jacobian(state)
+    jac = fit.jacobian(state).double()
+    trace, _ = fit.trace(state.theta)
     raised = [k for k in range(fit.size) if fit.min_steps[k] > 0]
     assert raised and len(raised) < fit.size
     for k in range(fit.size):
         h = float(fit.steps[k])
         if k in raised:
             assert h > FD_STEP
-            expected = (fit.probed(state, None, k, h) - fit.probed(state, None, k, -h)) / (2 * h)
+            forward, back = (fit.probed(state.theta, trace, None, k, step) for step in (h, -h))
+            expected = (forward - back) / (2 * h)
         else:
             assert h == FD_STEP
-            expected = (fit.probed(state, None, k, h) - base) / h
-        assert torch.allclose(jac[:, k], expected, rtol=1e-9, atol=1e-12)
+            expected = (fit.probed(state.theta, trace, None, k, h) - base) / h
+        assert torch.allclose(jac[:, k], expected, rtol=1e-6, atol=1e-6)  # J is stored in float32
 
 
-def whole(state):
-    """True if a fit can go on from ``state``: it holds its residual and its calls' inputs and outputs."""
-    return state.whole and all(x is not None for x, _, _ in state.trajectory.calls)
-
-
-def screened_fit(gmm, keep):
+def screened_fit(gmm):
     x, sigmas = noise(8, 2), karras_sigmas(5)
     grid = dode.lambdas.teacher_grid(sigmas, sigmas, 4)
     target = dode.sample(gmm, x, grid.float(), "heun", disable=True)
     fit = FinalFit(CountedModel(gmm), x, sigmas, "euler", target, schedule=ScheduleMap(sigmas))
     stock = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64), stock=True)
     starts = start_grids(sigmas, grid, [1.0] * len(grid))
-    return fit, stock, final.screened_starts(fit, fit.schedule, starts, stock, keep)
+    return fit, stock, final.screened_starts(fit, fit.schedule, starts, stock)
 
 
-def test_a_slim_state_keeps_theta_loss_final_sample_and_sigmas_only(gmm):
-    _, stock, _ = screened_fit(gmm, 1)
-    slim = stock.slim()
-    assert whole(stock) and not whole(slim) and slim.residual is None
-    assert slim.theta is stock.theta and slim.loss == stock.loss and slim.final is stock.final
-    assert slim.trajectory.sigmas() == stock.trajectory.sigmas()
-
-
-@pytest.mark.parametrize("keep", [1, 2])
-def test_screening_keeps_only_the_starts_a_short_fit_goes_on_from_whole(gmm, keep):
-    fit, _, screened = screened_fit(gmm, keep)
+def test_a_state_keeps_theta_loss_sigmas_and_final_sample_only_and_the_fit_keeps_the_shared_head(gmm):
+    fit, stock, screened = screened_fit(gmm)
+    assert set(stock._fields) == {"theta", "loss", "sigmas", "final"}
+    assert stock.sigmas == fit.unpack(stock.theta)[1][:-1].tolist() and stock.final.shape == fit.x.shape
+    assert len(fit.head.calls) == fit.shared_calls == 1 and fit.head.calls[0][1] is not None
     losses = [s.loss for _, s in screened]
-    assert len(screened) > keep and losses == sorted(losses)
-    assert [whole(s) for _, s in screened] == [True] * keep + [False] * (len(screened) - keep)
-    assert all(s.final is not None for _, s in screened)  # the report's distances
+    assert losses == sorted(losses) and all(s.final is not None for _, s in screened)
 
 
-def test_short_fits_go_on_from_whole_starts_only_and_keep_only_the_best_whole(gmm):
-    fit, _, screened = screened_fit(gmm, 2)
+def test_a_run_replays_the_shared_head_and_a_jacobian_traces_its_state_once(gmm):
+    """Every run after the first replays its first call; a Jacobian costs one trace plus its probes, which replay
+    the trace's unchanged head."""
+    fit, stock, screened = screened_fit(gmm)
+    model, n = fit.model, fit.n_lambdas
+    before = model.calls
+    state = fit.evaluate(screened[0][1].theta)
+    assert model.calls - before == n - 1
+    before = model.calls
+    fit.jacobian(state)
+    plain = 1 + fit.size * n  # a trace and one whole run per column, if nothing were replayed
+    assert n - 1 <= model.calls - before < plain - fit.size
+
+
+def test_short_fits_free_the_starts_and_keep_only_the_best_fit(gmm):
+    fit, _, screened = screened_fit(gmm)
     starts = list(screened)
-    assert final.affordable_starts(fit, 100_000) > 2  # the slim ones are affordable but have nothing to go on from
-    done = final.short_fits(fit, starts, 100_000, None)
-    assert not starts and len(done) == 2 and done[0][1].loss <= done[1][1].loss
-    assert whole(done[0][1]) and not whole(done[1][1])
+    assert final.affordable_starts(fit, 100_000) > 2
+    best, fitted = final.short_fits(fit, starts, 100_000, None)
+    assert not starts and len(best) == 1 and len(fitted) == min(len(screened), final.affordable_starts(fit, 100_000))
+    assert fitted[best[0][0]] == min(fitted.values()) or best[0][1].loss <= min(s.loss for _, s in screened)
 
 
 def test_broyden_updates_the_jacobian_in_place_by_the_textbook_formula():
     g = torch.Generator().manual_seed(0)
     jac, change, delta = (torch.randn(*shape, dtype=torch.float64, generator=g) for shape in ((6, 3), (6,), (3,)))
     expected = jac + torch.outer(change - jac @ delta, delta) / delta.dot(delta)
-    updated = final.broyden(jac, change, delta)
-    assert updated is jac and torch.allclose(updated, expected, rtol=1e-12, atol=1e-12)
+    stored = jac.float()
+    updated = final.broyden(stored, change, delta)
+    assert updated is stored and torch.allclose(updated.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_normal_equations_of_a_float32_jacobian_are_summed_in_float64_by_blocks():
+    g = torch.Generator().manual_seed(1)
+    jac, r, delta = torch.randn(1000, 5, generator=g), torch.randn(1000, dtype=torch.float64, generator=g), \
+        torch.randn(5, dtype=torch.float64, generator=g)
+    normal, projected = final.gram(jac, r)
+    wide = jac.double()
+    assert torch.allclose(normal, wide.T @ wide, rtol=1e-12) and torch.allclose(projected, wide.T @ r, rtol=1e-12)
+    assert torch.allclose(final.applied(jac, delta), wide @ delta, rtol=1e-12)
+
+
+def test_a_jacobian_on_a_large_latent_keeps_a_random_subset_of_two_latent_batches_and_every_element_of_a_small_one():
+    """A (1, 16, 8, 64, 64) flow latent: J takes JACOBIAN_LATENTS latent batches (float32), on sorted distinct
+    elements, another subset for the next Jacobian; an image-sized residual keeps all of its elements."""
+    from dode.lab.benchmarks.memory import FlowGaussian, shifted_grid
+    x = torch.randn(1, 16, 8, 64, 64, generator=torch.Generator().manual_seed(0))
+    sigmas = shifted_grid(4)
+    target = dode.sample(FlowGaussian(), x, shifted_grid(16), "euler", disable=True)
+    fit = FinalFit(FlowGaussian(), x, sigmas, "euler", target, schedule=ScheduleMap(sigmas), detail=1.0)
+    state = fit.evaluate(torch.zeros(fit.size, dtype=torch.float64), stock=True)
+    jac = fit.jacobian(state)
+    first = fit.elements
+    assert jac.dtype == torch.float32 and jac.numel() * 4 <= final.JACOBIAN_LATENTS * x.numel() * 4
+    keep = max(int(final.JACOBIAN_LATENTS * x.numel() / fit.size), final.MIN_JACOBIAN_ROWS)
+    assert len(first) == jac.shape[0] == keep
+    assert torch.equal(first.unique(), first) and int(first.max()) < fit.residual_size
+    assert torch.allclose(fit.on_rows(fit.residual(state.final)), fit.residual(state.final)[first.long()])
+    fit.jacobian(state)
+    assert not torch.equal(fit.elements, first)
+    assert fit.jacobian_elements(final.MIN_JACOBIAN_ROWS) is None
