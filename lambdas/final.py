@@ -352,9 +352,11 @@ class FinalFit:
             predicted = (r_rows.square().sum() - (r_rows + applied(jac, delta)).square().sum()).item() / len(r_rows)
             gain = (state.loss - candidate.loss) / predicted if predicted > 0 else -1.0
             accepted = candidate.loss < state.loss - self.loss_noise(state)
+            lambdas, grid = self.unpack(candidate.theta)
             self.history.append({"trial": trial, "loss": candidate.loss,
                                  "rmse": self.distance(candidate.final) if math.isfinite(candidate.loss) else math.inf,
-                                 "accepted": accepted, "damping": damping, "rows": self.model.rows - spent})
+                                 "accepted": accepted, "damping": damping, "rows": self.model.rows - spent,
+                                 "lambdas": lambdas, "sigmas": grid.tolist()})
             if progress is not None:
                 progress(trial, candidate.final if accepted else state.final)
             if not accepted:
