@@ -542,8 +542,8 @@ def test_a_jacobian_on_a_large_latent_keeps_a_random_subset_of_two_latent_batche
 
 
 def test_each_trial_of_the_report_names_the_lambdas_and_grid_it_ran(gmm):
-    """Sampling a trial's λ on its grid gives that trial's distance to the teacher (what lab/benchmarks/holdout.py
-    re-judges the visited states by)."""
+    """Sampling a trial's λ on its grid gives that trial's distance to the teacher (what
+    lab/benchmarks/small_batches.py re-judges the visited states by)."""
     x, sigmas = noise(8, 4), karras_sigmas(4)
     fit = dode.distill(gmm, x, sigmas, "euler", schedule=True, scale=4, disable=True)
     trials = [t for t in fit.report.trials if math.isfinite(t["rmse"])]
