@@ -28,8 +28,8 @@ CATEGORY = "sampling/dode"
 DodeLambdas = io.Custom("DODE_LAMBDAS")
 STORE_LOOKUP = "(λ store lookup)"
 NO_FILES = "no λ files yet — run Distill λ first"
-LATENT_TOOLTIP = ("A batch of latents; 16 or more give a fit that holds on other seeds (docs/benchmarks.md, \"How many "
-                  "latents a fit needs\").")
+LATENT_TOOLTIP = ("A batch of latents; 16 or more, as many as you can afford with fit_schedule: a small batch fits the "
+                  "σ grid to its own seeds (docs/benchmarks.md, \"Where a small batch's overfit lives\").")
 
 
 def solver_input(id="sampler_name", default="euler", tooltip="The D-ODE sampler (solver)."):
@@ -191,10 +191,10 @@ class DistillLambdas(io.ComfyNode):
         latent = fix_latent(model, latent_image)
         if latent.shape[0] == 1:
             feedback.tell("Distill λ: the latent batch has 1 sample; λ fitted on one sample may not generalise to "
-                          "other seeds/prompts. A batch of 16 or more gives a fit that holds (batch_size on the empty "
-                          "latent).", "warning",
+                          "other seeds/prompts. Use a batch of 16 or more, more with fit_schedule (batch_size on the "
+                          "empty latent).", "warning",
                           toast="Distill λ: a batch of 1 latent fits one sample; set batch_size 16 or more on the "
-                                "empty latent for a fit that holds on other seeds.")
+                                "empty latent so that the fit is not tied to one seed.")
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         holder = {}
         fn = make_distill_function(sampler_name, teacher, scale, holder, objective=objective,

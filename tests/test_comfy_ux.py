@@ -22,8 +22,8 @@ from dode.lambdas.catalog import entry_id
 STUB = str(Path(__file__).resolve().parent / "comfy_stub")
 STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview", "server")
 ROOT = Path(__file__).resolve().parents[1]
-LATENT_TIP = ("A batch of latents; 16 or more give a fit that holds on other seeds (docs/benchmarks.md, \"How many "
-              "latents a fit needs\").")
+LATENT_TIP = ("A batch of latents; 16 or more, as many as you can afford with fit_schedule: a small batch fits the σ "
+              "grid to its own seeds (docs/benchmarks.md, \"Where a small batch's overfit lives\").")
 
 
 def _drop(prefixes):
