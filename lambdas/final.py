@@ -238,7 +238,7 @@ class FinalFit:
         are not all finite and usable."""
         size = min(NOISE_BATCH, self.jacobian_batch)
         rows = None if self.x.shape[0] <= size else torch.arange(size).to(self.x.device)
-        elements = self.jacobian_elements(self.residual_size // self.x.shape[0] * min(size, self.x.shape[0]))
+        elements = self.jacobian_elements(self.residual_elements(min(size, self.x.shape[0])))
         p = len(self.free) if self.schedule is not None else 0
         trace, base = self.trace(state.theta, rows)
         probes = (picked(base if t == 0 else self.probed(state.theta, trace, rows, p, t), elements)
@@ -248,6 +248,10 @@ class FinalFit:
         except ValueError:
             return 0.0
         return self.noise
+
+    def residual_elements(self, latents):
+        """The length of the residual of ``latents`` latents."""
+        return self.residual_size // self.x.shape[0] * latents
 
     def jacobian_elements(self, count):
         """The elements of a ``count``-element residual a Jacobian keeps: all of them, or, where their float32 columns
@@ -268,7 +272,7 @@ class FinalFit:
         used. ``swamped`` says whether every column was."""
         self.rows = self.rows_for(self.jacobians)
         batch = self.x.shape[0] if self.rows is None else len(self.rows)
-        self.elements = self.jacobian_elements(self.residual_size // self.x.shape[0] * batch)
+        self.elements = self.jacobian_elements(self.residual_elements(batch))
         trace, base = self.trace(state.theta, self.rows)
         self.jacobians += 1
 

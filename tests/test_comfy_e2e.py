@@ -113,17 +113,24 @@ class Server:
         return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def comfy_base(base, builder, model):
+    """(ComfyUI's python, ``base``) with ``base`` laid out as a ComfyUI base directory: this pack and the test
+    conditioning nodes in custom_nodes/, and the tiny model that SUPPORT/``builder`` makes as
+    models/diffusion_models/``model``."""
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "dode").symlink_to(ROOT, target_is_directory=True)
     (base / "custom_nodes" / "dode_e2e_cond").symlink_to(SUPPORT / "dode_e2e_cond", target_is_directory=True)
     models = base / "models" / "diffusion_models"
     models.mkdir(parents=True)
-    subprocess.run([python, str(SUPPORT / "make_tiny_mmdit.py"), COMFY, str(models / MODEL)], check=True,
+    subprocess.run([python, str(SUPPORT / builder), COMFY, str(models / model)], check=True,
                    capture_output=True, timeout=300)
+    return python, base
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    python, base = comfy_base(tmp_path_factory.mktemp("comfy_base"), "make_tiny_mmdit.py", MODEL)
     # the real frontend only for the browser check; latent previews so that sampling and distilling make them
     with comfyui(python, base, ["--preview-method", "latent2rgb"], real_frontend=bool(CHROMIUM)) as srv:
         yield srv

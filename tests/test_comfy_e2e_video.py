@@ -15,14 +15,12 @@ flow shift set by ModelSamplingSD3:
 """
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from test_comfy_e2e import ROOT, SUPPORT, comfyui
+from test_comfy_e2e import comfy_base, comfyui
 
 torch.set_num_threads(1)
 
@@ -39,15 +37,7 @@ LATENT = (16, 3, HEIGHT // 8, WIDTH // 8)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    base = tmp_path_factory.mktemp("comfy_video_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "dode").symlink_to(ROOT, target_is_directory=True)
-    (base / "custom_nodes" / "dode_e2e_cond").symlink_to(SUPPORT / "dode_e2e_cond", target_is_directory=True)
-    models = base / "models" / "diffusion_models"
-    models.mkdir(parents=True)
-    subprocess.run([python, str(SUPPORT / "make_tiny_wan.py"), COMFY, str(models / MODEL)], check=True,
-                   capture_output=True, timeout=300)
+    python, base = comfy_base(tmp_path_factory.mktemp("comfy_video_base"), "make_tiny_wan.py", MODEL)
     with comfyui(python, base) as srv:
         yield srv
 

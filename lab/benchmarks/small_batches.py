@@ -14,16 +14,12 @@ from ...lambdas import distill, teacher_grid
 from ...samplers import nfe, sample
 from ..bench import FIT_SEEDS
 from ..protocol import grid, held_out_reference, noise, write_json
-from ..testbed import fd_digits, load_tiny_model
+from ..testbed import fd_digits, load_tiny_model, rmse
 
 CASES = (("euler", 5), ("dpmpp_2m", 5))
 BATCHES = {4: FIT_SEEDS, 16: FIT_SEEDS[:3]}
 HOLDOUT = 8
 TEACHER, SCALE = "dpmpp_2m", 10
-
-
-def distance(out, target):
-    return (out - target).square().mean().sqrt().item()
 
 
 def candidates(fit):
@@ -34,8 +30,8 @@ def candidates(fit):
 
 def chosen_by_holdout(model, sampler, fit, x, target):
     """The candidate closest to the teacher on the hold-out latents, its distance there, the network rows judged."""
-    scored = [(distance(sample(model, x, torch.tensor(s, dtype=torch.float32), sampler, lambdas=lam, disable=True),
-                        target), lam, s) for lam, s in candidates(fit)]
+    scored = [(rmse(sample(model, x, torch.tensor(s, dtype=torch.float32), sampler, lambdas=lam, disable=True),
+                   target), lam, s) for lam, s in candidates(fit)]
     best = min(scored, key=lambda item: item[0])
     return best[1], best[2], best[0], len(scored) * nfe(sampler, fit.sigmas) * x.shape[0]
 
