@@ -29,6 +29,7 @@ NOISE_PROBES = (0, 1e-3, 2e-3, 3e-3, 4e-3)  # where along one parameter the nois
 # model is quadratic to ~1e-8 there; half-precision rounding is not)
 SHORT_FIT_TRIALS = 4  # whole-batch trials a short fit is sized for, besides its Jacobian
 SCREENING_SHARE = 0.25  # the most of the fit budget the short fits take together
+RUNOFF_SHARE = 0.2  # of the fit budget, for each of the two best short fits before the better one gets the rest
 SHORT_JACOBIAN_BATCH = 8  # latents a short fit's Jacobians are taken on
 NOISE_BATCH = 4  # latents the noise floor is measured on
 GRAM_PARTS = 8  # the float32 Jacobian is turned to float64 in this many row blocks, one at a time
@@ -146,6 +147,7 @@ class FinalFit:
         self.min_steps = torch.zeros(self.size, dtype=torch.float64)
         self.refinements = 0
         self.row_cost = self.size * self.n_lambdas / 2  # network rows per Jacobian row, until one is measured
+        self.trial_rows = 0  # the most network rows one whole-batch trial has taken (0: none measured yet)
         self.noise = 0.0
         self.swamped = False
         self.best = None
@@ -319,7 +321,7 @@ class FinalFit:
     def optimise(self, start, budget, progress=None):
         """Levenberg–Marquardt from the State ``start`` until it converges or has spent ``budget`` network rows;
         every state reached goes through ``consider``; returns the last accepted state. A Jacobian is taken only if
-        its cost (network rows per row, as the last one measured) fits in what is left.
+        its cost (network rows per row, as the last one measured) and one trial fit in what is left.
 
         Damping follows Nielsen's rule (μ × max(1/3, 1 − (2ρ − 1)³) after a step with actual/predicted decrease ρ;
         × 2, 4, 8, … after rejected ones). After an accepted step J gets Broyden's update J += (Δr − J δ) δᵀ / δᵀδ; a
@@ -332,19 +334,18 @@ class FinalFit:
         if not math.isfinite(state.loss):
             return state
         spent = self.model.rows
-        cost = {"trial": 0}
         jac, fresh, damping, growth = None, False, INITIAL_DAMPING, 2
         for trial in range(MAX_TRIALS):
             if jac is None:
                 rows = self.x.shape[0] if self.rows_for(self.jacobians) is None else self.jacobian_batch
-                if self.model.rows - spent + self.row_cost * rows > budget:
+                if self.model.rows - spent + self.row_cost * rows + self.trial_rows > budget:
                     break
                 before = self.model.rows
                 jac, fresh = self.jacobian(state), True
                 self.row_cost = (self.model.rows - before) / rows
                 if self.swamped:
                     break
-            if cost["trial"] and self.model.rows - spent + cost["trial"] > budget:
+            if self.trial_rows and self.model.rows - spent + self.trial_rows > budget:
                 break
             r_rows = self.on_rows(self.residual(state.final))
             delta = lm_step(jac, r_rows, damping)
@@ -352,7 +353,7 @@ class FinalFit:
                 break
             before = self.model.rows
             candidate = self.evaluate(self.project(state.theta + delta))
-            cost["trial"] = max(cost["trial"], self.model.rows - before)
+            self.trial_rows = max(self.trial_rows, self.model.rows - before)
             predicted = (r_rows.square().sum() - (r_rows + applied(jac, delta)).square().sum()).item() / len(r_rows)
             gain = (state.loss - candidate.loss) / predicted if predicted > 0 else -1.0
             accepted = candidate.loss < state.loss - self.loss_noise(state)
@@ -460,9 +461,9 @@ def screened_starts(fit, schedule_map, starts, stock):
 
 def short_fits(fit, starts, budget_rows, ticker):
     """A short fit from each of the best finite ``starts`` (name, State) that SCREENING_SHARE of the budget affords,
-    each sized by ``short_fit_rows``: ([(name, State)] of the best fit, or of the best start alone if only one is
-    affordable; {name: the fit's RMSE to the teacher}). Empties ``starts`` and keeps one fit at a time, so that each
-    start and each worse fit is freed once it is done."""
+    each sized by ``short_fit_rows``: ([(name, State)] of the two best fits, lowest L first, or of the best start
+    alone if only one is affordable; {name: the fit's RMSE to the teacher}). Empties ``starts`` and keeps at most
+    three fits at a time, so that each start and each worse fit is freed once it is done."""
     pending = [(name, s) for name, s in starts[:affordable_starts(fit, budget_rows)] if math.isfinite(s.loss)]
     starts.clear()
     if len(pending) < 2:
@@ -474,11 +475,27 @@ def short_fits(fit, starts, budget_rows, ticker):
         done = fit.optimise(start, short, ticker)
         del start
         fitted[name] = fit.distance(done.final)
-        if not best or done.loss < best[0][1].loss:
-            best = [(name, done)]
+        best = sorted(best + [(name, done)], key=lambda item: item[1].loss)[:2]
         del done
     fit.jacobian_batch = full
     return best, fitted
+
+
+def runoff(fit, finalists, rows, ticker):
+    """[(name, State)] of the two best short fits once each has continued for ``rows`` network rows, lowest L first
+    (the finalist alone, as it is, if there is one); {name: its RMSE to the teacher after the runoff}. Empties
+    ``finalists``. A short fit ranks basins by where they are after a few trials; one that falls slower at first can
+    still end lower."""
+    if len(finalists) < 2:
+        return finalists[:1], {}
+    ran, done = {}, []
+    while finalists:
+        name = finalists[0][0]
+        state = fit.optimise(finalists.pop(0)[1], rows, ticker)
+        ran[name] = fit.distance(state.final)
+        done.append((name, state))
+        del state
+    return sorted(done, key=lambda item: item[1].loss), ran
 
 
 def fit_final(model, x, sigmas, options, report):
@@ -512,11 +529,16 @@ def fit_final(model, x, sigmas, options, report):
     report.starts = [{"start": name, "rmse": fit.distance(s.final) if math.isfinite(s.loss) else math.inf}
                      for name, s in starts]
     finalists, fitted = short_fits(fit, starts, budget_rows, ticker)
+    ran = {}
+    if finalists and not fit.swamped:
+        finalists, ran = runoff(fit, finalists, int(RUNOFF_SHARE * budget_rows), ticker)
+    while finalists and not fit.swamped:  # the winner gets the rest; what it leaves, the runner-up
+        name, before = finalists[0][0], fit.best
+        fit.optimise(finalists.pop(0)[1], budget_rows - spent(), ticker)
+        report.start = name if not report.start or fit.best is not before else report.start
     for row in report.starts:
         row.update({"fitted": fitted[row["start"]]} if row["start"] in fitted else {})
-    if finalists and not fit.swamped:
-        report.start = finalists[0][0]
-        fit.optimise(finalists.pop(0)[1], budget_rows - spent(), ticker)
+        row.update({"runoff": ran[row["start"]]} if row["start"] in ran else {})
     report.trials = fit.history
     report.fd_steps = fit.steps.tolist()
     best = fit.best

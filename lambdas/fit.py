@@ -37,7 +37,7 @@ class FitReport:
     (the greedy fit measures the stock one only with ``compare_stock=True``). ``network_calls`` counts every network
     call of the fit, the teacher's included, and ``network_rows`` the latents those calls evaluated. The final fit
     also gives ``start`` (the start it continued from), ``starts`` (each screened start's distance at λ = 0 and,
-    for the finalists, after its short fit), ``noise_floor`` (the measured σ of the residual's noise) and
+    where it got one, after its short fit and after the runoff of the two best), ``noise_floor`` (the measured σ of the residual's noise) and
     ``fd_steps`` (the difference step of each parameter)."""
     objective: str = "greedy"
     schedule: str = "given"
@@ -78,11 +78,11 @@ class FitReport:
 
     def search(self):
         """One line: the starts screened, the one continued, the noise floor and the difference steps."""
-        starts = ", ".join(f"{s['start']} {s['rmse']:.4f}" + (f" → {s['fitted']:.4f}" if "fitted" in s else "")
-                           for s in self.starts)
+        starts = ", ".join(f"{s['start']} {s['rmse']:.4f}" + "".join(f" → {s[k]:.4f}" for k in ("fitted", "runoff")
+                                                                       if k in s) for s in self.starts)
         steps = ", ".join(f"{v:.2g}" for v in self.fd_steps)
-        return (f"starts (RMSE at λ = 0 → after a short fit): {starts}; continued from: {self.start or 'none'}; "
-                f"noise floor {self.noise_floor:.3g}; difference steps {steps}")
+        return (f"starts (RMSE at λ = 0 → after a short fit → after the runoff): {starts}; "
+                f"continued from: {self.start or 'none'}; noise floor {self.noise_floor:.3g}; difference steps {steps}")
 
     def summary(self):
         """One line: the distance to the teacher's final sample before and after, and what the fit cost."""

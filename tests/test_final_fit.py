@@ -10,6 +10,7 @@ from dode.lambdas.calls import CountedModel, ReplayModel, Trajectory
 from dode.lambdas import final
 from dode.lambdas.final import FD_STEP, NOISE_BATCH, FinalFit, detail_norms, quadratic_noise
 from dode.lambdas.grids import ScheduleMap, equidistributed_grid, start_grids
+from dode.lambdas.teacher import greedy_rows
 from dode.samplers import SAMPLER_NAMES, get_solver, karras_sigmas
 
 
@@ -419,6 +420,10 @@ def test_the_report_names_the_screened_starts_and_the_one_continued(gmm):
     names = [s["start"] for s in fit.report.starts]
     assert sorted(names) == sorted(start_grids(karras_sigmas(5), karras_sigmas(5), [1.0] * 5))
     assert fit.report.start in names and sum("fitted" in s for s in fit.report.starts) >= 2
+    ran = [s for s in fit.report.starts if "runoff" in s]
+    assert len(ran) == 2 and all("fitted" in s for s in ran) and fit.report.start in [s["start"] for s in ran]
+    assert f"{ran[0]['start']} {ran[0]['rmse']:.4f} → {ran[0]['fitted']:.4f} → {ran[0]['runoff']:.4f}" in \
+        fit.report.table()
     assert "continued from: " + fit.report.start in fit.report.table()
     assert len(fit.report.fd_steps) == 4 + 4 and math.isfinite(fit.report.noise_floor)
     alone = dode.distill(gmm, noise(16, 2), karras_sigmas(5), "euler", scale=4, disable=True).report
@@ -492,13 +497,56 @@ def test_a_run_replays_the_shared_head_and_a_jacobian_traces_its_state_once(gmm)
     assert n - 1 <= model.calls - before < plain - fit.size
 
 
-def test_short_fits_free_the_starts_and_keep_only_the_best_fit(gmm):
+def test_short_fits_free_the_starts_and_keep_the_two_best_fits(gmm):
     fit, _, screened = screened_fit(gmm)
     starts = list(screened)
     assert final.affordable_starts(fit, 100_000) > 2
     best, fitted = final.short_fits(fit, starts, 100_000, None)
-    assert not starts and len(best) == 1 and len(fitted) == min(len(screened), final.affordable_starts(fit, 100_000))
-    assert fitted[best[0][0]] == min(fitted.values()) or best[0][1].loss <= min(s.loss for _, s in screened)
+    assert not starts and len(best) == 2 and len(fitted) == min(len(screened), final.affordable_starts(fit, 100_000))
+    assert best[0][1].loss <= best[1][1].loss
+    assert sorted(fitted[name] for name, _ in best) == sorted(fitted.values())[:2] or \
+        best[1][1].loss <= min(s.loss for _, s in screened)
+
+
+def test_the_runoff_continues_both_finalists_and_ranks_them_by_where_they_end(gmm):
+    fit, _, screened = screened_fit(gmm)
+    finalists = [screened[0], screened[1]]
+    ended, optimise = {}, fit.optimise
+
+    def recorded(state, rows, progress=None):
+        done = optimise(state, rows, progress)
+        ended[len(ended)] = done.loss
+        return done
+
+    fit.optimise, before = recorded, fit.model.rows
+    ranked, ran = final.runoff(fit, finalists, 2_000, None)
+    assert not finalists and [name for name, _ in ranked] != [] and set(ran) == {screened[0][0], screened[1][0]}
+    assert sorted(ended.values()) == [s.loss for _, s in ranked] and ranked[0][1].loss < screened[0][1].loss
+    assert 0 < fit.model.rows - before <= 2 * 2_000
+    alone = [screened[2]]
+    before = fit.model.rows
+    assert final.runoff(fit, alone, 2_000, None) == ([screened[2]], {}) and fit.model.rows == before
+
+
+def test_the_runoff_winner_gets_the_rest_of_the_budget_and_the_runner_up_what_it_leaves(gmm, monkeypatch):
+    calls, optimise = [], FinalFit.optimise
+
+    def recorded(self, start, budget, progress=None):
+        calls.append((budget, start.loss))
+        done = optimise(self, start, budget, progress)
+        calls[-1] += (done.loss,)
+        return done
+
+    monkeypatch.setattr(FinalFit, "optimise", recorded)
+    x, sigmas = noise(16, 2), karras_sigmas(5)
+    fit = dode.distill(gmm, x, sigmas, "euler", schedule=True, scale=4, disable=True)
+    shorts = sum("fitted" in s for s in fit.report.starts)
+    runoff, rest = calls[shorts:shorts + 2], calls[shorts + 2:]
+    assert shorts >= 2 and len(rest) == 2 and runoff[0][0] == runoff[1][0] > 0
+    assert rest[0][1] == min(r[2] for r in runoff) and rest[1][1] == max(r[2] for r in runoff)
+    assert rest[1][0] < rest[0][0]  # the runner-up runs on what the winner left
+    budget = 6 * greedy_rows(x, sigmas, "euler", "dpmpp_2m", False)  # the budget unit: at the default scale
+    assert fit.report.network_rows <= budget
 
 
 def test_broyden_updates_the_jacobian_in_place_by_the_textbook_formula():
