@@ -151,6 +151,25 @@ def test_the_input_fingerprint_catches_a_changed_input_that_sigma_and_lambda_do_
     assert counted.calls == 3
 
 
+def test_a_fingerprint_is_taken_only_where_sigma_and_lambda_match_or_a_trace_keeps_it(gmm, monkeypatch):
+    """A trace takes one per call; a rerun takes one per call whose σ and earlier λ match, and none once it is
+    live."""
+    from dode.lambdas import calls
+    taken, plain = [], calls.fingerprint
+    monkeypatch.setattr(calls, "fingerprint", lambda x: taken.append(1) or plain(x))
+    x, sigmas, solver, stock = noise(4, 7), karras_sigmas(5), get_solver("euler"), [0.0] * 5
+    base = Trajectory()
+    solver.fn(ReplayModel(gmm, record=base, lambdas=stock), x, sigmas, disable=True, lambdas=stock)
+    assert len(taken) == 5
+    changed = [0.0, 0.0, 0.3, 0.0, 0.0]
+    solver.fn(ReplayModel(gmm, replay=base, lambdas=changed), x, sigmas, disable=True, lambdas=changed)
+    assert len(taken) == 5 + 3  # calls 0–2 match σ and the λ before them; call 3 does not, and the rest are live
+    moved = sigmas.clone()
+    moved[1] *= 0.9
+    solver.fn(ReplayModel(gmm, replay=base, lambdas=stock), x, moved, disable=True, lambdas=stock)
+    assert len(taken) == 5 + 3 + 1  # call 1's σ differs: call 0's fingerprint only
+
+
 def test_a_fingerprint_is_exact_per_latent_in_any_batch_and_any_dtype():
     from dode.lambdas.calls import fingerprint
     for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
