@@ -24,6 +24,7 @@ DEFAULT_OBJECTIVE = "final"
 FIRST_STEP_MODES = ("none", "x")
 DEFAULT_FIRST_STEP = "none"
 DEGENERATE_RATIO = 1e-4  # a direction under this fraction of the step needs a huge, ill-conditioned λ: skip it
+RELIABLE_LATENTS = 16  # the fewest fit latents that stay near a 256-latent fit (docs/benchmarks.md, fit batch)
 
 
 @dataclass
@@ -187,6 +188,15 @@ class DistillResult:
                            aliases=list(aliases), cfg=cfg, teacher=self.teacher, scale=self.scale,
                            first_step=self.first_step, schedule=self.schedule, objective=self.objective,
                            metrics=metrics)
+
+
+def small_batch(latents):
+    """What a host tells the user before a fit on ``latents`` latents, or None from RELIABLE_LATENTS on."""
+    if latents >= RELIABLE_LATENTS:
+        return None
+    return (f"fitting on {latents} latent{'' if latents == 1 else 's'}; a fit on fewer than {RELIABLE_LATENTS} may "
+            "not hold for other seeds and prompts (on 4, one fit in five lands about twice as far from the "
+            "converged result)")
 
 
 def check_fit_args(sampler, teacher, scale, first_step, clamp, objective, schedule, budget, detail):

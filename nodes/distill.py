@@ -4,6 +4,7 @@ import os
 
 from .. import lambdas as core_lambdas
 from .. import samplers as core
+from ..lambdas.fit import RELIABLE_LATENTS, small_batch
 from ..lambdas.progress import FitProgress, fit_phases
 from ..lambdas.resolve import save_or_keep
 from ..samplers import flow_option
@@ -18,9 +19,12 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, run, reason):
     """Fits λ on this batch, saves it (else keeps it in memory: resolve.save_or_keep) and returns the samples."""
     feedback.tell(f"{dode_name(name)}: {reason}; auto-distilling on this batch "
                   f"(teacher {run.options.teacher}, scale {run.options.scale})")
-    if x.shape[0] == 1:
-        log.warning("[dode] %s: auto-distilling on a batch of 1; λ fitted on one sample may not generalise "
-                    "(a batch of 4 or more is better)", dode_name(name))
+    advice = small_batch(x.shape[0])
+    if advice:
+        feedback.tell(f"{dode_name(name)}: {advice}; give the first run of these settings a batch of "
+                      f"{RELIABLE_LATENTS} or more", "warning",
+                      toast=f"{dode_name(name)}: a batch of {x.shape[0]} may fit only these seeds; run these "
+                            f"settings first with a batch of {RELIABLE_LATENTS} or more.")
     result = distill_in_sampler(name, model, x, sigmas, extra_args, disable, run, run.options.teacher,
                                 run.options.scale, compare_stock=True)
     entry = result.entry(model=run.identity.key, aliases=run.identity.aliases, cfg=run.cfg,

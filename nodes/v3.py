@@ -16,6 +16,7 @@ from .. import lambdas as core_lambdas
 from .. import plot
 from .. import samplers as core
 from ..lambdas.catalog import entry_title
+from ..lambdas.fit import RELIABLE_LATENTS, small_batch
 from ..lambdas.resolve import POLICIES, save_or_keep
 from . import feedback, sampling, schedule, store
 from .identity import IDENTITY_MODES
@@ -189,12 +190,11 @@ class DistillLambdas(io.ComfyNode):
         elif len(sigmas) < 3:
             raise ValueError(f"Distill λ needs a σ grid of at least 2 steps, got {len(sigmas) - 1}")
         latent = fix_latent(model, latent_image)
-        if latent.shape[0] == 1:
-            feedback.tell("Distill λ: the latent batch has 1 sample; λ fitted on one sample may not generalise to "
-                          "other seeds/prompts. Use a batch of 16 or more, more with fit_schedule (batch_size on the "
-                          "empty latent).", "warning",
-                          toast="Distill λ: a batch of 1 latent fits one sample; set batch_size 16 or more on the "
-                                "empty latent so that the fit is not tied to one seed.")
+        advice = small_batch(latent.shape[0])
+        if advice:
+            feedback.tell(f"Distill λ: {advice}. Set batch_size {RELIABLE_LATENTS} or more on the empty latent.",
+                          "warning", toast=f"Distill λ: a batch of {latent.shape[0]} may fit only these seeds; set "
+                                           f"batch_size {RELIABLE_LATENTS} or more on the empty latent.")
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         holder = {}
         fn = make_distill_function(sampler_name, teacher, scale, holder, objective=objective,

@@ -51,7 +51,7 @@ def test_distill_rejects_bad_settings(clean, caplog):
         distill(clean, model, sigmas=torch.tensor([14.6, 0.0]))
     with caplog.at_level(logging.WARNING, logger="dode"):
         distill(clean, model, batch=1, save=False)
-    assert "batch has 1 sample" in caplog.text
+    assert "fitting on 1 latent;" in caplog.text and "Set batch_size 16 or more on the empty latent" in caplog.text
     assert not clean.lambda_dir.exists()
 
 
@@ -167,3 +167,14 @@ def test_auto_distill_that_cannot_save_keeps_the_fit(clean):
     assert "not saved (LambdaFileError" in report and told(clean, "Distill λ: λ fitted but not saved")
     sigmas4 = clean.v3.compute_sigmas(model, "heun", "karras", 4, 1.0)
     assert torch.equal(ksample(clean, model, "heun_dode", steps=4), custom(clean, model, sampler, sigmas4))
+
+
+def test_distill_warns_below_sixteen_latents_only(clean, caplog):
+    model = make_model(clean)
+    with caplog.at_level(logging.WARNING, logger="dode"):
+        distill(clean, model, batch=4, save=False)
+    assert "Distill λ: fitting on 4 latents; a fit on fewer than 16 may not hold" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dode"):
+        distill(clean, model, batch=16, save=False)
+    assert "fitting on" not in caplog.text

@@ -18,11 +18,13 @@ def test_policy_error_and_auto_distill(clean, caplog):
     with caplog.at_level(logging.INFO, logger="dode"):
         first = ksample(clean, auto, "dpmpp_2m_dode", batch=2)
     assert "auto-distilling" in caplog.text
+    assert "dpmpp_2m_dode: fitting on 2 latents; a fit on fewer than 16 may not hold" in caplog.text
+    assert "give the first run of these settings a batch of 16 or more" in caplog.text
     (path,) = clean.lambda_dir.glob("*-dpmpp_2m.safetensors")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="dode"):
         second = ksample(clean, auto, "dpmpp_2m_dode", batch=2)  # now a store hit with the fitted λ
-    assert "λ from" in caplog.text and torch.allclose(first, second, atol=1e-5)
+    assert "λ from" in caplog.text and torch.allclose(first, second, atol=1e-5) and "fitting on" not in caplog.text
     assert not torch.equal(first, plain)
 
 

@@ -193,3 +193,10 @@ def test_half_precision_latents_keep_the_teacher_grid_in_the_sigma_dtype(gmm):
     grid = teacher_grid(sigmas, sigmas[1:], 3)
     assert torch.equal(fit.teacher_samples, dode.sample(model, x, grid.float(), "dpmpp_2m", disable=True))
     assert not torch.equal(fit.teacher_samples, dode.sample(model, x, grid.half(), "dpmpp_2m", disable=True))
+
+
+def test_small_batch_advice_below_the_measured_batch_size_only():
+    from dode.lambdas.fit import RELIABLE_LATENTS, small_batch
+    assert RELIABLE_LATENTS == 16 and small_batch(16) is None and small_batch(256) is None
+    assert small_batch(1).startswith("fitting on 1 latent; a fit on fewer than 16 may not hold")
+    assert small_batch(4).startswith("fitting on 4 latents;") and "one fit in five" in small_batch(15)

@@ -28,6 +28,14 @@ def test_auto_distill_on_first_use_writes_the_file_and_the_infotext(webui):
     assert "D-ODE schedule" not in p1.extra_generation_params  # a Karras grid chosen by the user is kept
 
 
+def test_a_fit_on_a_small_batch_says_so_under_the_image_and_in_the_log(webui, caplog):
+    with caplog.at_level(logging.WARNING, "dode.webui"):
+        p1, *_ = first_use(webui)  # the stub generation's batch: 2 latents
+    (told,) = [text for text in p1.comments if "fitted on a batch of 2" in text]
+    assert "D-ODE λ files" in told and "16 or more" in told
+    assert "fitting on 2 latents; a fit on fewer than 16 may not hold" in caplog.text
+
+
 def test_auto_distill_records_the_settings_in_the_entry(webui):
     *_, sigmas, path = first_use(webui)
     teacher_name = webui.lambdas.DEFAULT_TEACHER

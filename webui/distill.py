@@ -1,5 +1,6 @@
 """Auto-distill inside the sampler call: fit on this batch, save to models/D-ODE (or keep the fit), sample."""
 from ..lambdas import distill
+from ..lambdas.fit import RELIABLE_LATENTS, small_batch
 from ..lambdas.progress import FitProgress, fit_generations, fit_phases
 from ..lambdas.resolve import save_or_keep
 from ..samplers import nfe
@@ -51,6 +52,13 @@ def auto_distill(name, model, x, sigmas, extra_args, disable, ident, info, cfg, 
     count = FitProgress(len(sigmas) - 1, fit_phases(objective, compare_stock=objective == "greedy"))
     generations = fit_generations(x, sigmas, name, teacher, objective, schedule, scale, flow)
     step0 = getattr(model, "step", None)
+    advice = small_batch(x.shape[0])
+    if advice:
+        log.warning("D-ODE: %s; the generation that fits these settings should use the largest batch size you can "
+                    "(%d or more; the stock Batch size slider stops at 8)", advice, RELIABLE_LATENTS)
+        tell_user(getattr(model, "p", None), f"D-ODE: these settings were fitted on a batch of {x.shape[0]}, which "
+                  "may fit only these seeds. For a fit that holds, remove it under \"D-ODE λ files\" and generate "
+                  f"once with the largest Batch size you can ({RELIABLE_LATENTS} or more is best).")
     try:
         fit = distill(pinned(model, sigmas), x, sigmas, sampler=name, teacher=teacher, scale=scale,
                       extra_args=extra_args, callback=progress_to(state, count, generations), disable=disable,
