@@ -2,6 +2,7 @@
 
 A pytest plugin (tests/conftest.py): the fixtures ``cx`` (one stub per test module) and ``clean``.
 """
+import contextlib
 import importlib
 import os
 import shutil
@@ -25,19 +26,19 @@ def _drop(prefixes):
         del sys.modules[name]
 
 
-@pytest.fixture(scope="module")
-def cx(tmp_path_factory):
-    """The stubbed ComfyUI with the pack's adapter imported into it (as ComfyUI would import it)."""
-    base = tmp_path_factory.mktemp("comfy_base")
+@contextlib.contextmanager
+def stubbed_comfy(base, modules=ADAPTER_MODULES):
+    """The stub ComfyUI rooted at ``base`` with ``modules`` imported into it, in order (``ns.<last name>``; ``ns.kds``:
+    comfy's k-diffusion sampling); the modules it replaced come back afterwards."""
     saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] in STUB_TOPS or n.startswith("dode.nodes")}
     old_env = os.environ.get("DODE_STUB_COMFY_BASE")
     os.environ["DODE_STUB_COMFY_BASE"] = str(base)
     sys.path.insert(0, STUB)
     _drop(STUB_TOPS)
     try:
-        ns = type("CX", (), {})()
+        ns = type("Comfy", (), {})()
         ns.base = base
-        for mod in ADAPTER_MODULES:
+        for mod in modules:
             attr = "kds" if mod == "comfy.k_diffusion.sampling" else mod.split(".")[-1]
             setattr(ns, attr, importlib.import_module(mod))
         ns.lambda_dir = base / "models" / "dode_lambdas"
@@ -50,6 +51,13 @@ def cx(tmp_path_factory):
             os.environ.pop("DODE_STUB_COMFY_BASE", None)
         else:
             os.environ["DODE_STUB_COMFY_BASE"] = old_env
+
+
+@pytest.fixture(scope="module")
+def cx(tmp_path_factory):
+    """The stubbed ComfyUI with the pack's adapter imported into it (as ComfyUI would import it)."""
+    with stubbed_comfy(tmp_path_factory.mktemp("comfy_base")) as ns:
+        yield ns
 
 
 @pytest.fixture

@@ -6,61 +6,28 @@ says what to do; a miss of a ``*_dode`` sampler is a warning of one short line; 
 internals; the λ Files node lists entries and removes one atomically; one lock file per λ folder. The same in the
 real frontend: tests/test_comfy_e2e_ux.py.
 """
-import importlib
 import inspect
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from comfy_host import ADAPTER_MODULES, stubbed_comfy
 from dode.lambdas.catalog import entry_id
 
-STUB = str(Path(__file__).resolve().parent / "comfy_stub")
-STUB_TOPS = ("comfy", "comfy_api", "folder_paths", "latent_preview", "server")
 ROOT = Path(__file__).resolve().parents[1]
 LATENT_TIP = ("A batch of latents; 16 or more, as many as you can afford with fit_schedule: a small batch fits the σ "
               "grid to its own seeds (docs/benchmarks.md, \"Where a small batch's overfit lives\").")
 
 
-def _drop(prefixes):
-    for name in [n for n in sys.modules if n.split(".")[0] in prefixes or n.startswith("dode.nodes")]:
-        del sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def ux(tmp_path_factory):
-    """The stub ComfyUI with the pack's adapter imported into it (this module's own copy of the stub host)."""
-    base = tmp_path_factory.mktemp("comfy_ux")
-    saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] in STUB_TOPS or n.startswith("dode.nodes")}
-    old_env = os.environ.get("DODE_STUB_COMFY_BASE")
-    os.environ["DODE_STUB_COMFY_BASE"] = str(base)
-    sys.path.insert(0, STUB)
-    _drop(STUB_TOPS)
-    try:
-        ns = type("UX", (), {})()
-        ns.base = base
-        ns.folder_paths = importlib.import_module("folder_paths")
-        for mod in ("comfy.samplers", "comfy.sample", "comfy.model_base", "comfy.model_patcher"):
-            setattr(ns, mod.split(".")[-1], importlib.import_module(mod))
-        ns.server = importlib.import_module("server")
-        ns.nodes = importlib.import_module("dode.nodes")
-        for mod in ("v3", "store", "feedback", "routes", "context", "schedule"):
-            setattr(ns, mod, importlib.import_module(f"dode.nodes.{mod}"))
-        ns.resolve = importlib.import_module("dode.lambdas.resolve")
-        ns.lambda_dir = base / "models" / "dode_lambdas"
+    """The stub ComfyUI with the pack's adapter (and its routes) imported into it, for this module alone."""
+    with stubbed_comfy(tmp_path_factory.mktemp("comfy_ux"), ADAPTER_MODULES + ("dode.nodes.routes",)) as ns:
         yield ns
-    finally:
-        sys.path.remove(STUB)
-        _drop(STUB_TOPS)
-        sys.modules.update(saved)
-        if old_env is None:
-            os.environ.pop("DODE_STUB_COMFY_BASE", None)
-        else:
-            os.environ["DODE_STUB_COMFY_BASE"] = old_env
 
 
 @pytest.fixture
