@@ -487,7 +487,9 @@ def runoff(fit, finalists, rows, ticker):
     ``finalists``. A short fit ranks basins by where they are after a few trials; one that falls slower at first can
     still end lower."""
     if len(finalists) < 2:
-        return finalists[:1], {}
+        alone = finalists[:1]
+        finalists.clear()
+        return alone, {}
     ran, done = {}, []
     while finalists:
         name = finalists[0][0]
@@ -500,8 +502,9 @@ def runoff(fit, finalists, rows, ticker):
 
 def fit_final(model, x, sigmas, options, report):
     """λ (and with ``options.schedule`` the interior σ's) fitted to the teacher's final sample: the teacher, stock,
-    the screened starts, short fits from the best (``short_fits``), then the rest of the budget from the best of
-    those. Returns (λ, grid, samples, teacher samples)."""
+    the screened starts, short fits from the best (``short_fits``), the runoff of the two best (``runoff``), then the
+    rest of the budget from the better of those and what it leaves from the other. Returns (λ, grid, samples, teacher
+    samples)."""
     o = options
     grid = teacher_grid(sigmas, sigmas, o.scale)
     path = DenoisedPath() if o.schedule else None

@@ -544,7 +544,7 @@ def test_the_runoff_continues_both_finalists_and_ranks_them_by_where_they_end(gm
     assert 0 < fit.model.rows - before <= 2 * 2_000
     alone = [screened[2]]
     before = fit.model.rows
-    assert final.runoff(fit, alone, 2_000, None) == ([screened[2]], {}) and fit.model.rows == before
+    assert final.runoff(fit, alone, 2_000, None) == ([screened[2]], {}) and not alone and fit.model.rows == before
 
 
 def test_the_runoff_winner_gets_the_rest_of_the_budget_and_the_runner_up_what_it_leaves(gmm, monkeypatch):
