@@ -538,7 +538,8 @@ def fit_final(model, x, sigmas, options, report):
     while finalists and not fit.swamped:  # the winner gets the rest; what it leaves, the runner-up
         name, before = finalists[0][0], fit.best
         fit.optimise(finalists.pop(0)[1], budget_rows - spent(), ticker)
-        report.start = name if not report.start or fit.best is not before else report.start
+        if not report.start or fit.best is not before:
+            report.start = name
     for row in report.starts:
         row.update({"fitted": fitted[row["start"]]} if row["start"] in fitted else {})
         row.update({"runoff": ran[row["start"]]} if row["start"] in ran else {})

@@ -37,9 +37,9 @@ class FitReport:
     the final sample's distances to the teacher's over the fit batch, for λ = 0 on the input grid and for the fit
     (the greedy fit measures the stock one only with ``compare_stock=True``). ``network_calls`` counts every network
     call of the fit, the teacher's included, and ``network_rows`` the latents those calls evaluated. The final fit
-    also gives ``start`` (the start it continued from), ``starts`` (each screened start's distance at λ = 0 and,
-    where it got one, after its short fit and after the runoff of the two best), ``noise_floor`` (the measured σ of the residual's noise) and
-    ``fd_steps`` (the difference step of each parameter)."""
+    also gives ``start`` (the start its answer came from), ``starts`` (each screened start's distance at λ = 0 and,
+    where it got one, after its short fit and after the runoff of the two best), ``noise_floor`` (the measured σ of
+    the residual's noise) and ``fd_steps`` (the difference step of each parameter)."""
     objective: str = "greedy"
     schedule: str = "given"
     steps: list = field(default_factory=list)
