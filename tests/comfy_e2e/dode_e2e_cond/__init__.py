@@ -4,10 +4,12 @@ import torch
 
 
 class DodeE2EConditioning:
+    MAX_TOKENS = 77
+
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-                             "tokens": ("INT", {"default": 8, "min": 1, "max": 77})}}
+                             "tokens": ("INT", {"default": 8, "min": 1, "max": cls.MAX_TOKENS})}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "make"
@@ -20,15 +22,8 @@ class DodeE2EConditioning:
         return ([[context, {"pooled_output": pooled}]],)
 
 
-class DodeE2EWanConditioning:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-                             "tokens": ("INT", {"default": 8, "min": 1, "max": 512})}}
-
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "make"
-    CATEGORY = "testing"
+class DodeE2EWanConditioning(DodeE2EConditioning):
+    MAX_TOKENS = 512
 
     def make(self, seed, tokens):
         g = torch.Generator().manual_seed(seed)
